@@ -1,0 +1,44 @@
+"""Conveyor's web application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from app.config import Settings
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app; ``test_config`` may carry a ``CONVEYOR`` Settings object."""
+    app = Flask(__name__)
+    settings: Settings = (test_config or {}).get("CONVEYOR") or Settings.from_env()
+    app.config.update(
+        CONVEYOR=settings,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        API_TITLE="Conveyor",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update({k: v for k, v in test_config.items() if k != "CONVEYOR"})
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    from app import db, migrate, operations
+    from app import api as api_module
+    from jobs import queue
+
+    if settings.database_url.startswith("sqlite") and app.config.get("AUTO_MIGRATE", True):
+        migrate.upgrade(settings.database_url)
+    db.init_app(app)
+    queue.init_app(app)
+    api_module.init_app(app)
+    operations.init_app(app)
+    return app

@@ -1,0 +1,100 @@
+"""API keys: generation, hashing at rest, authentication and role checks."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import g, request
+from flask_smorest import abort
+from sqlalchemy import update
+from sqlmodel import select
+
+from app.db import db_session
+from app.ids import now_ms
+from app.models import ApiKey
+
+ROLES = ("viewer", "executor", "editor", "admin")
+KEY_PREFIX = "cvk_"
+# lastUsedAt is written at most this often per key, so reads do not all become writes.
+LAST_USED_RESOLUTION_MS = 60_000
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated key behind the current request."""
+
+    key_id: str
+    workspace_id: str
+    role: str
+    name: str
+    key_prefix: str
+
+    def has_role(self, role: str) -> bool:
+        """True when this key's role is ``role`` or above."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def generate_key() -> tuple[str, str, str]:
+    """A new key as ``(full_key, display_prefix, sha256_hex)``."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, key[:12], hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 of a key: keys are high-entropy, so a fast hash is the right tool."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def authenticate() -> Caller:
+    """Resolve the Bearer key of the current request, or abort with 401."""
+    caller: Caller | None = g.get("caller")
+    if caller is not None:
+        return caller
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
+        abort(401, message="Missing or malformed API key: send 'Authorization: Bearer cvk_...'.")
+    digest = hash_key(token)
+    session = db_session()
+    row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    # The lookup is by digest; compare again in constant time so timing reveals nothing.
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        abort(401, message="Invalid API key.")
+    now = now_ms()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION_MS:
+        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        session.commit()
+    caller = Caller(row.id, row.workspace_id, row.role, row.name, row.key_prefix)
+    g.caller = caller
+    return caller
+
+
+def require_role(role: str) -> Callable[[F], F]:
+    """View decorator: authenticate, then demand ``role`` or above (403 otherwise)."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            caller = authenticate()
+            if not caller.has_role(role):
+                abort(403, message=f"This needs the '{role}' role; this key is '{caller.role}'.")
+            return view(*args, **kwargs)
+
+        wrapper._conveyor_role = role  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def current_caller() -> Caller:
+    """The caller authenticated for this request."""
+    return authenticate()

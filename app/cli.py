@@ -1,0 +1,97 @@
+"""The ``conveyor`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from app.config import Settings
+
+
+@click.group()
+def main() -> None:
+    """Conveyor: typed workflows over batches of entities."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply Alembic migrations up to REVISION (default: head)."""
+    from app import migrate
+
+    settings = Settings.from_env()
+    migrate.upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}: {_safe_url(settings.database_url)}")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.group()
+def workspaces() -> None:
+    """Workspaces."""
+
+
+@workspaces.command("create")
+@click.argument("name")
+def workspaces_create(name: str) -> None:
+    """Create workspace NAME and print its first admin key (shown once)."""
+    from sqlmodel import Session
+
+    from app import migrate
+    from app.db import get_engine
+    from app.services.workspaces import create_workspace
+
+    settings = Settings.from_env()
+    if settings.database_url.startswith("sqlite"):
+        migrate.upgrade(settings.database_url)
+    with Session(get_engine(settings.database_url), expire_on_commit=False) as session:
+        workspace, key_row, key = create_workspace(session=session, name=name)
+    click.echo(f"workspace {workspace.id} ({name})", err=True)
+    click.echo(f"admin key {key_row.id} - store it now, it is not shown again:", err=True)
+    click.echo(key)
+
+
+@main.command()
+@click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="127.0.0.1")
+@click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000")
+@click.option("--workers", default=None, type=int, help="gunicorn processes (embedded: 1)")
+def serve(host: str, port: int, workers: int | None) -> None:
+    """Serve the API with gunicorn (embedded default: one process, worker threads)."""
+    from gunicorn.app.base import BaseApplication
+
+    from app import create_app
+
+    settings = Settings.from_env()
+    # The embedded queue lives in the web process, so it must be exactly one process.
+    processes = 1 if settings.embedded_queue else (workers or 2)
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", processes)
+            self.cfg.set("threads", 8)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return create_app()
+
+    click.echo(f"Conveyor on http://{host}:{port}/api/v1/docs", err=True)
+    _Server().run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Workflows: steps checked against the step registry on save, versions bumped on change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from sqlalchemy import exists, select
+from sqlmodel import Session
+
+from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.ids import new_id, now_ms
+from app.models import Run, Workflow
+from app.services.entities import get_entity_type
+from steps import registry
+from steps.condition import goto_targets
+from steps.errors import UnknownStepType
+
+def check_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate each step's config against its type; give ids to steps without one.
+
+    Returns the steps as stored: ``{id, type, name, config}`` with ``config`` as sent.
+    Raises 422 naming ``steps[i].config.<field>``.
+    """
+    errors: dict[str, list[str]] = {}
+    checked: list[dict[str, Any]] = []
+    taken = {s["id"] for s in steps if s.get("id")}
+    for index, step in enumerate(steps):
+        step_id = step.get("id")
+        if not step_id:
+            step_id = f"{step['type']}_{index + 1}"
+            while step_id in taken:
+                step_id += "_"
+            taken.add(step_id)
+        try:
+            module = registry.get_step_type(step["type"])
+        except UnknownStepType:
+            errors[f"steps[{index}].type"] = [
+                f"Unknown step type {step['type']!r}; one of {', '.join(registry.step_type_names())}."
+            ]
+            checked.append({**step, "id": step_id})
+            continue
+        try:
+            module.Config().load(step.get("config") or {})
+        except ma.ValidationError as exc:
+            from app.api import flatten_errors
+
+            for path, messages in flatten_errors(exc.messages).items():
+                errors[f"steps[{index}].config.{path}"] = messages
+        checked.append(
+            {"id": step_id, "type": step["type"], "name": step.get("name"), "config": step["config"]}
+        )
+    ids = [s["id"] for s in checked]
+    for index, step_id in enumerate(ids):
+        if ids.index(step_id) != index:
+            errors.setdefault(f"steps[{index}].id", []).append(f"Duplicate step id {step_id!r}.")
+    for index, step in enumerate(checked):
+        if step["type"] != "condition" or f"steps[{index}].type" in errors:
+            continue
+        try:
+            config = registry.get_step_type("condition").Config().load(step["config"])
+        except ma.ValidationError:
+            continue
+        for target in goto_targets(config):
+            if target not in ids:
+                errors.setdefault(f"steps[{index}].config.goto", []).append(
+                    f"goto names no step: {target!r}."
+                )
+            elif ids.index(target) <= index:
+                errors.setdefault(f"steps[{index}].config.goto", []).append(
+                    f"goto must name a later step; {target!r} is not after this one."
+                )
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(
+            f"The workflow's steps are not valid: {first}: {' '.join(errors[first])}", errors
+        )
+    return checked
+
+
+def get_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> Workflow:
+    """The workflow, or 404 (also for another workspace's)."""
+    row = session.get(Workflow, workflow_id)
+    if row is None or row.workspace_id != workspace_id:
+        raise NotFound("Workflow not found.")
+    return row
+
+
+def create_workflow(*, session: Session, workspace_id: str, data: dict[str, Any]) -> Workflow:
+    """A new workflow."""
+    try:
+        get_entity_type(session=session, workspace_id=workspace_id, type_id=data["entity_type_id"])
+    except NotFound as exc:
+        raise ValidationFailed(
+            "Unknown entity type.", {"entityTypeId": ["Unknown entity type."]}
+        ) from exc
+    row = Workflow(
+        id=new_id("wf"),
+        workspace_id=workspace_id,
+        entity_type_id=data["entity_type_id"],
+        name=data["name"],
+        description=data.get("description"),
+        status=data["status"],
+        steps=check_steps(data["steps"]),
+        settings=data["settings"],  # stored as loaded (snake_case)
+    )
+    session.add(row)
+    session.commit()
+    return row
+
+
+def update_workflow(
+    *,
+    session: Session,
+    workspace_id: str,
+    workflow_id: str,
+    data: dict[str, Any],
+    expected_version: int | None = None,
+) -> Workflow:
+    """Change a workflow; every change bumps ``version`` (runs keep the version they pinned)."""
+    row = get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
+    if expected_version is not None and expected_version != row.version:
+        raise PreconditionFailed(
+            f"Version mismatch: the workflow is at version {row.version}, not {expected_version}."
+        )
+    if "steps" in data:
+        row.steps = check_steps(data["steps"])
+    if "settings" in data:
+        row.settings = data["settings"]
+    for field in ("name", "description", "status"):
+        if field in data:
+            setattr(row, field, data[field])
+    if data:
+        row.version += 1
+        row.updated_at = now_ms()
+    session.add(row)
+    session.commit()
+    return row
+
+
+def delete_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> None:
+    """Delete a workflow that has never run; one with runs is archived instead (409)."""
+    row = get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
+    if session.scalar(select(exists().where(Run.workflow_id == workflow_id))):
+        raise Conflict(
+            "This workflow has runs; archive it (status: archived) to keep their history."
+        )
+    from app.models import Trigger
+
+    if session.scalar(select(exists().where(Trigger.workflow_id == workflow_id))):
+        raise Conflict("Triggers start this workflow; delete them first.")
+    session.delete(row)
+    session.commit()

@@ -1,0 +1,143 @@
+"""Task queues: RQ on Redis, or worker threads in this process (the embedded default)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import queue as stdlib_queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from flask import Flask
+from redis import Redis
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "conveyor"
+_redis_clients: dict[str, Redis] = {}
+
+
+def redis_connection(url: str) -> Redis:
+    """One Redis client per URL per process."""
+    client = _redis_clients.get(url)
+    if client is None:
+        client = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        _redis_clients[url] = client
+    return client
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """``"jobs.chunks.process_lane"`` → the function."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+class TaskQueue(Protocol):
+    """Somewhere to send ``func(*args)`` to run in the background."""
+
+    def enqueue(self, func: str, *args: Any) -> None: ...
+
+    def depth(self) -> int: ...
+
+
+class RQQueue:
+    """Tasks as RQ jobs on Redis, run by ``conveyor worker`` processes."""
+
+    def __init__(self, redis: Redis) -> None:
+        from rq import Queue
+
+        self.redis = redis
+        self.queue = Queue(QUEUE_NAME, connection=redis)
+
+    def enqueue(self, func: str, *args: Any) -> None:
+        """Enqueue; results are not kept (the database holds every outcome)."""
+        self.queue.enqueue(
+            func, *args, result_ttl=0, failure_ttl=3600, job_timeout=3600, description=func
+        )
+
+    def depth(self) -> int:
+        """Jobs waiting in the queue."""
+        return len(self.queue)
+
+
+class ThreadQueue:
+    """Tasks run by worker threads in this process: no Redis needed."""
+
+    def __init__(self, settings: Settings, threads: int) -> None:
+        from jobs.runtime import Runtime, install
+
+        self._tasks: stdlib_queue.Queue[tuple[str, tuple[Any, ...]] | None] = stdlib_queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        from app.db import get_engine
+
+        self.runtime = Runtime(settings, get_engine(settings.database_url), self)
+
+        def work() -> None:
+            install(self.runtime, thread_only=True)
+            while True:
+                task = self._tasks.get()
+                if task is None:
+                    return
+                func, args = task
+                try:
+                    resolve(func)(*args)
+                except Exception:  # a failed task must not kill the worker thread
+                    log.exception("task %s%r failed", func, args)
+                finally:
+                    self._tasks.task_done()
+
+        for i in range(threads):
+            thread = threading.Thread(target=work, name=f"conveyor-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def enqueue(self, func: str, *args: Any) -> None:
+        """Queue a task for the worker threads."""
+        if not self._stopping.is_set():
+            self._tasks.put((func, args))
+
+    def depth(self) -> int:
+        """Tasks waiting for a thread."""
+        return self._tasks.qsize()
+
+    def join(self) -> None:
+        """Wait until every queued task (and those they queue) has run."""
+        self._tasks.join()
+
+    def shutdown(self) -> None:
+        """Stop the threads after the tasks in hand."""
+        self._stopping.set()
+        for _ in self._threads:
+            self._tasks.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def queue_for(settings: Settings) -> TaskQueue:
+    """The queue this process sends work to (RQ when ``REDIS_URL`` is set)."""
+    if settings.redis_url:
+        return RQQueue(redis_connection(settings.redis_url))
+    return ThreadQueue(settings, settings.embedded_worker_threads)
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its queue; the embedded default starts worker threads here."""
+    app.extensions["conveyor.queue"] = queue_for(app.config["CONVEYOR"])
+
+
+def get_queue(app: Flask | None = None) -> TaskQueue:
+    """The queue of ``app`` (or of the current app)."""
+    from flask import current_app
+
+    return (app or current_app).extensions["conveyor.queue"]  # type: ignore[no-any-return]
+
+
+def shutdown_app(app: Flask) -> None:
+    """Stop the app's worker threads, if it has any."""
+    task_queue = app.extensions.get("conveyor.queue")
+    if isinstance(task_queue, ThreadQueue):
+        task_queue.shutdown()

@@ -1,0 +1,108 @@
+"""What every step type receives (``StepContext``) and returns (``StepResult``)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import marshmallow as ma
+
+
+class Action(StrEnum):
+    """What the pipeline does after a step."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+    FAIL = "fail"
+    GOTO = "goto"
+
+
+@dataclass
+class EntityState:
+    """The working copy of one entity as the steps see and change it."""
+
+    id: str
+    data: dict[str, Any]
+    status: str
+    version: int
+    published: bool = False
+
+    def as_context(self) -> dict[str, Any]:
+        """The ``entity`` variable of templates."""
+        return {"id": self.id, "data": self.data, "status": self.status, "version": self.version}
+
+    def copy(self) -> EntityState:
+        """A deep copy, so a failed step leaves no half-made change behind."""
+        return EntityState(
+            self.id, copy.deepcopy(self.data), self.status, self.version, self.published
+        )
+
+
+@dataclass
+class StepResult:
+    """A finished step: its output and what to do next."""
+
+    output: dict[str, Any] = field(default_factory=dict)
+    action: Action = Action.CONTINUE
+    goto: str | None = None
+    error: str | None = None
+    usage: dict[str, int] | None = None
+
+
+class Services(Protocol):
+    """Side-effect clients a step may use; the job layer supplies the real ones."""
+
+    def render(self, template: str, variables: dict[str, Any]) -> str: ...
+
+    def evaluate(self, expression: str, variables: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class StepContext:
+    """Everything a step sees: the entity, earlier outputs, the run, the trigger input."""
+
+    entity: EntityState
+    step_id: str
+    step_index: int
+    run: dict[str, Any]
+    input: Any = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    entity_schema: dict[str, Any] | None = None
+    services: Any = None
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def idempotency_key(self) -> str:
+        """``runId:entityId:stepId``: names this step's side effect exactly once."""
+        return f"{self.run.get('id')}:{self.entity.id}:{self.step_id}"
+
+    def variables(self) -> dict[str, Any]:
+        """The template context of SPEC §4."""
+        return {
+            "entity": self.entity.as_context(),
+            "steps": {k: {"output": v} for k, v in self.outputs.items()},
+            "run": self.run,
+            "input": self.input,
+        }
+
+    def remaining_seconds(self) -> float | None:
+        """Seconds left before the entity's deadline, if it has one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self.clock())
+
+
+class StepType(Protocol):
+    """The shape of a step-type module."""
+
+    NAME: str
+    DESCRIPTION: str
+    Config: type[ma.Schema]
+    OUTPUT_SCHEMA: dict[str, Any]
+
+    def run(self, config: dict[str, Any], ctx: StepContext) -> StepResult: ...

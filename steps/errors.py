@@ -1,0 +1,37 @@
+"""Errors raised by steps; the pipeline turns them into failed or retried steps."""
+
+from __future__ import annotations
+
+
+class StepError(Exception):
+    """A step could not finish. ``retryable`` errors are retried per ``settings.retry``."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class TemplateError(StepError):
+    """A template or expression failed to render (syntax, sandbox, size or time)."""
+
+
+class TransientError(StepError):
+    """A failure worth retrying: a timeout, a 5xx, a rate limit."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EntityTimeout(StepError):
+    """The entity ran past ``settings.entityTimeoutSeconds``."""
+
+
+class UnknownStepType(KeyError):
+    """No step type is registered under that name."""

@@ -1,0 +1,87 @@
+"""``transform``: set fields from templates or literals, unset, rename, set ``status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+from steps import templating
+from steps.base import StepContext, StepResult
+from steps.fields import DataPath, StepConfig, Template
+from steps.paths import get_path, has_path, set_path, unset_path
+
+NAME = "transform"
+DESCRIPTION = (
+    "Sets fields of the entity data from templates or literals (`set`), removes fields "
+    "(`unset`), renames them (`rename`), and may set the entity `status`. String values "
+    "in `set` are templates."
+)
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"changed": {"type": "array", "items": {"type": "string"}}},
+    "required": ["changed"],
+}
+
+
+class Config(StepConfig):
+    set = ma.fields.Dict(
+        keys=DataPath(),
+        values=ma.fields.Raw(allow_none=True),
+        load_default=dict,
+        metadata={"description": "path → value; string values are templates"},
+    )
+    unset = ma.fields.List(DataPath(), load_default=list)
+    rename = ma.fields.Dict(keys=DataPath(), values=DataPath(), load_default=dict)
+    status = Template(load_default=None, validate=ma.validate.Length(min=1, max=64))
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not (data["set"] or data["unset"] or data["rename"] or data.get("status")):
+            raise ma.ValidationError("Give at least one of set, unset, rename or status.")
+
+    @ma.validates("set")
+    def _templates_parse(self, value: dict[str, Any], **kwargs: Any) -> None:
+        for path, item in value.items():
+            if isinstance(item, str):
+                problem = templating.check_syntax(item)
+                if problem:
+                    raise ma.ValidationError(f"{path}: {problem}")
+
+
+def _resolve(value: Any, variables: dict[str, Any]) -> Any:
+    """Render string templates, recursively inside lists and objects."""
+    if isinstance(value, str):
+        return templating.render(value, variables)
+    if isinstance(value, list):
+        return [_resolve(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, variables) for k, v in value.items()}
+    return value
+
+
+def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
+    """Apply the changes to the working copy of the entity."""
+    variables = ctx.variables()
+    data = ctx.entity.data
+    changed: list[str] = []
+    # Values are rendered against the entity as it was before this step.
+    rendered = {path: _resolve(value, variables) for path, value in config["set"].items()}
+    status = templating.render(config["status"], variables) if config.get("status") else None
+    for source, target in config["rename"].items():
+        if has_path(data, source):
+            value = get_path(data, source)
+            unset_path(data, source)
+            set_path(data, target, value)
+            changed += [source, target]
+    for path, value in rendered.items():
+        if get_path(data, path, object()) != value:
+            set_path(data, path, value)
+            changed.append(path)
+    for path in config["unset"]:
+        if unset_path(data, path):
+            changed.append(path)
+    if status is not None and status != ctx.entity.status:
+        ctx.entity.status = status
+        changed.append("status")
+    return StepResult(output={"changed": changed})
