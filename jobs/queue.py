@@ -75,6 +75,7 @@ class ThreadQueue:
         from app.db import get_engine
 
         self.runtime = Runtime(settings, get_engine(settings.database_url), self)
+        self.sweeper_stop: threading.Event | None = None
 
         def work() -> None:
             install(self.runtime, thread_only=True)
@@ -111,6 +112,8 @@ class ThreadQueue:
     def shutdown(self) -> None:
         """Stop the threads after the tasks in hand."""
         self._stopping.set()
+        if self.sweeper_stop is not None:
+            self.sweeper_stop.set()
         for _ in self._threads:
             self._tasks.put(None)
         for thread in self._threads:
@@ -125,8 +128,17 @@ def queue_for(settings: Settings) -> TaskQueue:
 
 
 def init_app(app: Flask) -> None:
-    """Give the app its queue; the embedded default starts worker threads here."""
-    app.extensions["conveyor.queue"] = queue_for(app.config["CONVEYOR"])
+    """Give the app its queue; the embedded default starts worker threads and a sweeper."""
+    from app.db import get_engine
+    from jobs.runtime import Runtime, install
+    from jobs.sweeper import start_sweeper_thread
+
+    settings: Settings = app.config["CONVEYOR"]
+    task_queue = queue_for(settings)
+    app.extensions["conveyor.queue"] = task_queue
+    install(Runtime(settings, get_engine(settings.database_url), task_queue))
+    if isinstance(task_queue, ThreadQueue) and app.config.get("EMBEDDED_SWEEPER", True):
+        task_queue.sweeper_stop = start_sweeper_thread(task_queue.runtime)
 
 
 def get_queue(app: Flask | None = None) -> TaskQueue:

@@ -22,6 +22,8 @@ BLUEPRINT_MODULES = (
     "entities",
     "workflows",
     "step_types",
+    "runs",
+    "jobs",
 )
 
 

@@ -1,0 +1,129 @@
+"""Run, run item and job schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+from app.pagination import PageArgs
+from app.schemas import Schema, Timestamp
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+class RunFilterSchema(Schema):
+    status = ma.fields.String(validate=ma.validate.Length(min=1, max=64))
+    updated_since = ma.fields.Integer()
+    ids = ma.fields.List(ma.fields.String(), validate=ma.validate.Length(max=100_000))
+
+
+class RunCreateSchema(Schema):
+    entity_ids = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
+        validate=ma.validate.Length(max=100_000),
+    )
+    filter = ma.fields.Nested(RunFilterSchema)
+    input = ma.fields.Raw(allow_none=True, metadata={"description": "any JSON: the run input"})
+
+    @ma.validates_schema
+    def _one_selection(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("entity_ids" in data) == ("filter" in data):
+            raise ma.ValidationError("Give exactly one of entityIds or filter.", "_schema")
+
+
+class RunCreatedSchema(Schema):
+    job_id = ma.fields.String()
+    run_id = ma.fields.String()
+
+
+class ProgressSchema(Schema):
+    total = ma.fields.Integer()
+    completed = ma.fields.Integer()
+    failed = ma.fields.Integer()
+    cancelled = ma.fields.Integer()
+    pending = ma.fields.Integer(metadata={"description": "not yet final (queued or running)"})
+
+
+class TriggerRefSchema(Schema):
+    type = ma.fields.String()
+    trigger_id = ma.fields.String(allow_none=True)
+
+
+class UsageSchema(Schema):
+    input_tokens = ma.fields.Integer()
+    output_tokens = ma.fields.Integer()
+
+
+class RunSchema(Schema):
+    id = ma.fields.String()
+    workflow_id = ma.fields.String()
+    workflow_version = ma.fields.Integer()
+    job_id = ma.fields.String()
+    status = ma.fields.String()
+    progress = ma.fields.Nested(ProgressSchema)
+    trigger = ma.fields.Nested(TriggerRefSchema)
+    retry_of = ma.fields.String(allow_none=True)
+    input = ma.fields.Raw(allow_none=True)
+    usage = ma.fields.Nested(UsageSchema)
+    error = ma.fields.String(allow_none=True)
+    created_at = Timestamp()
+    started_at = Timestamp()
+    completed_at = Timestamp()
+
+
+class RunQueryArgsSchema(PageArgs):
+    status = ma.fields.String(validate=ma.validate.OneOf(RUN_STATUSES))
+
+
+class StepResultSchema(Schema):
+    step_id = ma.fields.String()
+    type = ma.fields.String()
+    status = ma.fields.String()
+    output = ma.fields.Raw(allow_none=True)
+    error = ma.fields.String(allow_none=True)
+    duration_ms = ma.fields.Integer()
+    attempts = ma.fields.Integer()
+
+
+class RunItemSchema(Schema):
+    entity_id = ma.fields.String()
+    status = ma.fields.String()
+    attempts = ma.fields.Integer()
+    error = ma.fields.String(allow_none=True)
+    steps = ma.fields.List(ma.fields.Nested(StepResultSchema))
+    started_at = Timestamp()
+    completed_at = Timestamp()
+
+
+class RunItemQueryArgsSchema(PageArgs):
+    status = ma.fields.String(validate=ma.validate.OneOf(ITEM_STATUSES))
+
+
+class JobSchema(Schema):
+    id = ma.fields.String()
+    type = ma.fields.String()
+    status = ma.fields.String()
+    progress = ma.fields.Nested(ProgressSchema)
+    run_id = ma.fields.String(allow_none=True)
+    workflow_id = ma.fields.String(allow_none=True)
+    error = ma.fields.String(allow_none=True)
+    created_at = Timestamp()
+    started_at = Timestamp()
+    completed_at = Timestamp()
+
+
+class JobQueryArgsSchema(PageArgs):
+    type = ma.fields.String()
+    status = ma.fields.String(validate=ma.validate.OneOf(RUN_STATUSES))
+
+
+class JobLogSchema(Schema):
+    id = ma.fields.Integer()
+    timestamp = Timestamp()
+    level = ma.fields.String()
+    entity_id = ma.fields.String(allow_none=True)
+    step_id = ma.fields.String(allow_none=True)
+    message = ma.fields.String()
+    data = ma.fields.Raw(allow_none=True)

@@ -1,0 +1,76 @@
+"""Dispatch a run: write one item per entity, then start its lanes of chunk jobs."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from sqlalchemy import insert, select, update
+
+from app.ids import now_ms
+from app.models import JobLog, Run, RunItem, RunSelection
+from jobs import runtime
+
+log = logging.getLogger(__name__)
+
+INSERT_BATCH = 5_000
+MAX_LANES = 16
+
+
+def lane_count(run: Run, chunk_size: int) -> int:
+    """How many chunk jobs a run keeps going at once: ``concurrency`` entities in flight."""
+    concurrency = int((run.settings or {}).get("concurrency", 1000))
+    chunk = max(1, min(chunk_size, concurrency))
+    pending = max(1, run.total - run.completed - run.failed - run.cancelled)
+    return max(1, min(MAX_LANES, math.ceil(concurrency / chunk), math.ceil(pending / chunk)))
+
+
+def start_lanes(rt: runtime.Runtime, run: Run) -> None:
+    """Queue the run's lanes; each lane re-queues itself until no work is left."""
+    for _ in range(lane_count(run, rt.settings.chunk_size)):
+        rt.queue.enqueue("jobs.chunks.process_lane", run.id)
+
+
+def dispatch_run(run_id: str) -> None:
+    """Materialise a pending run's items and set it running. Safe to call more than once."""
+    rt = runtime.current()
+    with rt.session() as session:
+        run = session.execute(
+            select(Run).where(Run.id == run_id).with_for_update()
+        ).scalar_one_or_none()
+        if run is None:
+            return
+        if run.status == "running":
+            # Re-dispatched after lost queue state: the items exist; restart the lanes.
+            session.commit()
+            start_lanes(rt, run)
+            return
+        if run.status != "pending":
+            session.commit()
+            return
+        selection = session.get(RunSelection, run_id)
+        ids = list(selection.entity_ids) if selection else []
+        for start in range(0, len(ids), INSERT_BATCH):
+            session.execute(
+                insert(RunItem),
+                [
+                    {"run_id": run_id, "seq": start + i, "entity_id": entity_id}
+                    for i, entity_id in enumerate(ids[start : start + INSERT_BATCH])
+                ],
+            )
+        now = now_ms()
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", started_at=now, heartbeat_at=now, total=len(ids))
+        )
+        session.add(JobLog(job_id=run.job_id, message=f"run started over {len(ids)} entities"))
+        session.commit()
+        session.refresh(run)
+    if run.total == 0:
+        from jobs.finalize import finalize_run
+
+        with rt.session() as session:
+            finalize_run(session, run_id)
+        return
+    start_lanes(rt, run)

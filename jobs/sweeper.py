@@ -1,0 +1,89 @@
+"""The sweeper: notices stuck work (dead workers, lost Redis state) and sets it going again."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import exists, select, update
+
+from app.ids import now_ms
+from app.models import Run, RunItem
+from jobs import runtime
+from jobs.dispatch import start_lanes
+from jobs.finalize import finalize_run
+
+log = logging.getLogger(__name__)
+
+
+def sweep(rt: runtime.Runtime) -> dict[str, int]:
+    """One pass: release expired leases, restart stalled runs, finalize finished ones."""
+    now = now_ms()
+    stall_ms = max(2 * rt.settings.sweep_interval_seconds, 3) * 1000
+    stats = {"released": 0, "restarted": 0, "redispatched": 0, "finalized": 0}
+    with rt.session() as session:
+        runs = list(session.scalars(select(Run).where(Run.status.in_(("pending", "running")))))
+        session.commit()
+    for run in runs:
+        with rt.session() as session:
+            if run.status == "pending":
+                if now - (run.heartbeat_at or run.created_at) > stall_ms:
+                    # The dispatch job was lost (Redis restarted, or never reached a worker).
+                    session.execute(update(Run).where(Run.id == run.id).values(heartbeat_at=now))
+                    session.commit()
+                    rt.queue.enqueue("jobs.dispatch.dispatch_run", run.id)
+                    stats["redispatched"] += 1
+                continue
+            released = session.execute(
+                update(RunItem)
+                .where(
+                    RunItem.run_id == run.id,
+                    RunItem.status == "running",
+                    RunItem.lease_expires_at < now,
+                )
+                .values(status="pending", claim_token=None, lease_expires_at=None)
+            ).rowcount  # type: ignore[attr-defined]
+            stats["released"] += released
+            has_pending = session.scalar(
+                select(exists().where(RunItem.run_id == run.id, RunItem.status == "pending"))
+            )
+            stalled = (run.heartbeat_at or 0) < now - stall_ms
+            if has_pending and (stalled or released) and not run.cancel_requested:
+                session.execute(update(Run).where(Run.id == run.id).values(heartbeat_at=now))
+                session.commit()
+                start_lanes(rt, run)
+                stats["restarted"] += 1
+                continue
+            if run.cancel_requested and has_pending:
+                # Released items of a cancelled run: they never start again.
+                cancelled = session.execute(
+                    update(RunItem)
+                    .where(RunItem.run_id == run.id, RunItem.status == "pending")
+                    .values(status="cancelled", error="run cancelled", completed_at=now)
+                ).rowcount  # type: ignore[attr-defined]
+                session.execute(
+                    update(Run).where(Run.id == run.id).values(cancelled=Run.cancelled + cancelled)
+                )
+            session.commit()
+            if finalize_run(session, run.id):
+                stats["finalized"] += 1
+    return stats
+
+
+def run_sweeper(rt: runtime.Runtime, stop: threading.Event) -> None:
+    """Sweep every ``sweep_interval_seconds`` until ``stop`` is set."""
+    runtime.install(rt, thread_only=True)
+    while not stop.wait(rt.settings.sweep_interval_seconds):
+        try:
+            sweep(rt)
+        except Exception:  # the sweeper must outlive a database or Redis outage
+            log.exception("sweep failed; retrying at the next interval")
+
+
+def start_sweeper_thread(rt: runtime.Runtime) -> threading.Event:
+    """Start a daemon sweeper thread; set the returned event to stop it."""
+    stop = threading.Event()
+    threading.Thread(
+        target=run_sweeper, args=(rt, stop), name="conveyor-sweeper", daemon=True
+    ).start()
+    return stop

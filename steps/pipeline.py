@@ -1,0 +1,194 @@
+"""Walk one entity through a workflow's steps: outcomes, forward gotos, retries, timeouts.
+
+The job layer calls :func:`run_step` step by step (so it can checkpoint between steps);
+:func:`walk` runs a whole entity in one go. Nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from steps.base import Action, EntityState, StepContext, StepResult
+from steps.errors import StepError, TransientError
+from steps.registry import get_step_type
+
+# Step types whose effects leave the process: the job layer checkpoints before them.
+SIDE_EFFECT_TYPES = frozenset({"ai_generate", "publish", "notify"})
+
+
+@dataclass
+class EntityProgress:
+    """Where one entity is in the workflow."""
+
+    entity: EntityState
+    next_step: int = 0
+    status: str = "running"  # running | completed | failed | cancelled
+    error: str | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=lambda: {"inputTokens": 0, "outputTokens": 0})
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        """Outputs of the finished steps, by step id (the ``steps`` template variable)."""
+        return {r["stepId"]: r["output"] for r in self.records if r["status"] == "completed"}
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+
+@dataclass
+class RunInfo:
+    """What a step needs to know about its run."""
+
+    run: dict[str, Any]
+    steps: list[dict[str, Any]]
+    settings: dict[str, Any]
+    input: Any = None
+    entity_schema: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.index_of = {step["id"]: i for i, step in enumerate(self.steps)}
+        self._configs: dict[int, dict[str, Any]] = {}
+
+    def config(self, index: int) -> dict[str, Any]:
+        """The loaded config of step ``index``, loaded once per run."""
+        config = self._configs.get(index)
+        if config is None:
+            step = self.steps[index]
+            config = get_step_type(step["type"]).Config().load(step.get("config") or {})
+            self._configs[index] = config
+        return config
+
+
+def backoff_delay(attempt: int, base_seconds: float, retry_after: float | None) -> float:
+    """Exponential backoff with jitter for retry number ``attempt`` (1-based)."""
+    delay = base_seconds * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def run_step(
+    progress: EntityProgress,
+    info: RunInfo,
+    *,
+    services: Any = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Run the entity's next step, with retries; update ``progress``; return the step record."""
+    index = progress.next_step
+    step = info.steps[index]
+    retry = info.settings.get("retry") or {}
+    max_attempts = int(retry.get("max_attempts", 1))
+    base_seconds = float(retry.get("backoff_seconds", 1.0))
+    started = clock()
+    record: dict[str, Any] = {
+        "stepId": step["id"],
+        "type": step["type"],
+        "status": "running",
+        "output": None,
+        "error": None,
+        "durationMs": 0,
+        "attempts": 0,
+    }
+    result: StepResult | None = None
+    error: str | None = None
+    for attempt in range(1, max_attempts + 1):
+        record["attempts"] = attempt
+        if deadline is not None and clock() > deadline:
+            error = f"entity timed out after {info.settings.get('entity_timeout_seconds')}s"
+            break
+        working = progress.entity.copy()
+        ctx = StepContext(
+            entity=working,
+            step_id=step["id"],
+            step_index=index,
+            run=info.run,
+            input=info.input,
+            outputs=progress.outputs,
+            entity_schema=info.entity_schema,
+            services=services,
+            deadline=deadline,
+            clock=clock,
+        )
+        try:
+            result = get_step_type(step["type"]).run(info.config(index), ctx)
+            progress.entity = working
+            error = None
+            break
+        except StepError as exc:
+            error = exc.message
+            if not exc.retryable or attempt == max_attempts:
+                break
+            retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+            delay = backoff_delay(attempt, base_seconds, retry_after)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - clock()))
+            sleep(delay)
+    record["durationMs"] = int((clock() - started) * 1000)
+    if result is None:
+        record["status"] = "failed"
+        record["error"] = error
+        progress.status, progress.error = "failed", f"{step['id']}: {error}"
+    else:
+        _apply(progress, info, index, result, record)
+    progress.records.append(record)
+    return record
+
+
+def _apply(
+    progress: EntityProgress, info: RunInfo, index: int, result: StepResult, record: dict[str, Any]
+) -> None:
+    """Record a finished step and move the entity to its next step or final state."""
+    record["status"] = "completed"
+    record["output"] = result.output
+    if result.usage:
+        for key in ("inputTokens", "outputTokens"):
+            progress.usage[key] += int(result.usage.get(key, 0))
+    if result.action is Action.FAIL:
+        record["status"] = "failed"
+        record["error"] = result.error
+        progress.status = "failed"
+        progress.error = f"{record['stepId']}: {result.error or 'failed'}"
+        return
+    if result.action is Action.STOP:
+        progress.status = "completed"
+        progress.next_step = len(info.steps)
+        return
+    if result.action is Action.GOTO:
+        target = info.index_of.get(result.goto or "")
+        if target is None or target <= index:
+            record["status"] = "failed"
+            record["error"] = f"goto {result.goto!r} is not a later step"
+            progress.status, progress.error = "failed", record["error"]
+            return
+        progress.next_step = target
+    else:
+        progress.next_step = index + 1
+    if progress.next_step >= len(info.steps):
+        progress.status = "completed"
+
+
+def walk(
+    progress: EntityProgress,
+    info: RunInfo,
+    *,
+    services: Any = None,
+    timeout_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> EntityProgress:
+    """Run the entity through all its remaining steps in this process."""
+    deadline = clock() + timeout_seconds if timeout_seconds else None
+    while not progress.done and progress.next_step < len(info.steps):
+        run_step(progress, info, services=services, deadline=deadline, clock=clock, sleep=sleep)
+    if not progress.done:
+        progress.status = "completed"
+    return progress

@@ -1,0 +1,56 @@
+"""The run engine on the embedded default: in-process queue, SQLite (or PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import make_entities, make_entity_type, make_workflow
+
+STEPS = [
+    {"id": "shape", "type": "transform", "config": {"set": {"slug": "{{ entity.data.title | lower | replace(' ', '-') }}"}}},
+    {"id": "check", "type": "validate", "config": {"rules": [{"field": "price", "required": True}]}},
+    {"id": "cheap", "type": "condition", "config": {"if": "entity.data.price < 5", "then": "stop"}},
+    {"id": "pub", "type": "publish", "config": {}},
+]
+
+
+def wait_for_run(client, keys, workflow_id, run_id, timeout=30.0):
+    """Poll the run until it is final (the embedded queue runs it in threads)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(
+            f"/api/v1/workflows/{workflow_id}/runs/{run_id}", headers=keys.header("viewer")
+        ).json
+        if run["status"] in ("completed", "failed", "cancelled"):
+            return run
+        time.sleep(0.05)
+    pytest.fail(f"run {run_id} did not finish: {run}")
+
+
+def test_run_completes_with_exact_progress(client, keys):
+    entity_type = make_entity_type(client, keys)
+    entities = make_entities(client, keys, entity_type["id"], 20)
+    workflow = make_workflow(client, keys, entity_type["id"], STEPS)
+    response = client.post(
+        f"/api/v1/workflows/{workflow['id']}/run",
+        json={"entityIds": [e["id"] for e in entities]},
+        headers=keys.header("executor"),
+    )
+    assert response.status_code == 202, response.json
+    run = wait_for_run(client, keys, workflow["id"], response.json["runId"])
+    assert run["status"] == "completed"
+    assert run["progress"] == {"total": 20, "completed": 20, "failed": 0, "cancelled": 0, "pending": 0}
+    items = client.get(
+        f"/api/v1/workflows/{workflow['id']}/runs/{run['id']}/items?limit=100",
+        headers=keys.header("viewer"),
+    ).json
+    assert len(items) == 20
+    published = [i for i in items if [s["stepId"] for s in i["steps"]][-1:] == ["pub"]]
+    assert len(published) == 15  # price 0..4 stop at the condition
+    entity = client.get(f"/api/v1/entities/{entities[10]['id']}", headers=keys.header()).json
+    assert entity["status"] == "published" and entity["publishedVersion"] == entity["version"] == 2
+    assert entity["data"]["slug"] == "item-10"
+    workflow_now = client.get(f"/api/v1/workflows/{workflow['id']}", headers=keys.header()).json
+    assert workflow_now["lastRunAt"] == run["completedAt"]
