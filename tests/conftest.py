@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
 from app import create_app, migrate
@@ -35,19 +36,30 @@ def _normalise(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def _template_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A migrated database: a SQLite file to copy per test, or the PostgreSQL test database."""
+def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database: a SQLite file to copy per test, or a PostgreSQL database.
+
+    On PostgreSQL each pytest process creates its own database next to the one named by
+    ``CONVEYOR_TEST_DATABASE_URL`` and drops it at the end, so concurrent runs never meet.
+    """
     if PG_URL:
-        url = _normalise(PG_URL)
-        engine = get_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
+        base = make_url(_normalise(PG_URL))
+        name = f"conveyor_test_{os.getpid()}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = base.set(database=name).render_as_string(hide_password=False)
         migrate.upgrade(url)
-        return url
+        yield url
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        return
     path = tmp_path_factory.mktemp("template") / "template.db"
     migrate.upgrade(f"sqlite:///{path}")
-    return str(path)
+    yield str(path)
 
 
 @pytest.fixture
