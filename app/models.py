@@ -234,9 +234,12 @@ class Credential(SQLModel, table=True):
 
 
 class Trigger(SQLModel, table=True):
+    """Starts runs of a workflow on a cron schedule or from a webhook delivery."""
+
     __tablename__ = "triggers"
     __table_args__ = (
         Index("ix_triggers_ws_id", "workspace_id", "id"),
+        Index("ix_triggers_workflow", "workflow_id"),
         Index("ix_triggers_due", "type", "enabled", "next_run_at"),
     )
 
@@ -257,18 +260,24 @@ class Trigger(SQLModel, table=True):
 
 
 class TriggerEvent(SQLModel, table=True):
-    """One fire or skip of a trigger. ``(trigger_id, scheduled_at)`` is unique."""
+    """One fire, queue or skip of a trigger. ``(trigger_id, scheduled_at)`` is unique.
+
+    The unique constraint is what makes a cron time start at most one run however many
+    schedulers race for it; webhook deliveries have no ``scheduled_at`` (NULLs are distinct).
+    """
 
     __tablename__ = "trigger_events"
     __table_args__ = (
         UniqueConstraint("trigger_id", "scheduled_at"),
         Index("ix_trigger_events_trigger", "trigger_id", "id"),
+        Index("ix_trigger_events_outcome", "outcome", "trigger_id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
-    trigger_id: str = Field(foreign_key="triggers.id", max_length=40)
+    trigger_id: str = Field(foreign_key="triggers.id", ondelete="CASCADE", max_length=40)
     scheduled_at: int | None = _ms()
     created_at: int = _ms(False, now_ms)
     outcome: str = Field(max_length=20)
-    reason: str | None = Field(default=None)
+    reason: str | None = Field(default=None, max_length=40)
+    message: str | None = Field(default=None)
     run_id: str | None = Field(default=None, max_length=40)
