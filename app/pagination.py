@@ -43,7 +43,8 @@ def decode_cursor(cursor: str) -> str:
     """The position a cursor names, or a 422 when it is not one of ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        # validate=True: a cursor with characters outside the alphabet is refused, not skipped.
+        return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValidationFailed("Invalid cursor.", {"cursor": ["Not a valid cursor."]}) from exc
 
@@ -70,7 +71,9 @@ def keyset_page(
     return query.order_by(order).limit(args["limit"] + 1)
 
 
-def page_headers(rows: list[Any], args: dict[str, Any], key: str) -> tuple[list[Any], dict[str, str]]:
+def page_headers(
+    rows: list[Any], args: dict[str, Any], key: str
+) -> tuple[list[Any], dict[str, str]]:
     """Trim the look-ahead row and build ``X-Next-Cursor`` and ``Link`` headers."""
     limit = args["limit"]
     headers: dict[str, str] = {}

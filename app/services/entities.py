@@ -18,12 +18,17 @@ from app.models import Entity, EntityType
 MAX_BULK = 10_000
 
 
+def json_path(root: str, parts: Any) -> str:
+    """``("data", ["tags", 0])`` → ``data.tags[0]``: the same flattened paths as other errors."""
+    return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
 def check_json_schema(schema: dict[str, Any]) -> None:
     """422 unless ``schema`` is a valid JSON Schema 2020-12."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        where = "schema" + "".join(f"[{p!r}]" for p in exc.path)
+        where = json_path("schema", exc.path)
         raise ValidationFailed(
             f"Not a valid JSON Schema: {exc.message}", {where: [exc.message]}
         ) from exc
@@ -36,13 +41,13 @@ def _validator(schema_json: str) -> Draft202012Validator:
 
 
 def data_errors(schema: dict[str, Any] | None, data: Any) -> dict[str, list[str]]:
-    """``{"data/price": ["-1 is less than the minimum of 0"]}`` for each failing path."""
+    """``{"data.price": ["-1 is less than the minimum of 0"]}`` for each failing path."""
     if not schema:
         return {}
     validator = _validator(json.dumps(schema, sort_keys=True))
     errors: dict[str, list[str]] = {}
     for error in validator.iter_errors(data):
-        path = "/".join(["data", *(str(p) for p in error.absolute_path)])
+        path = json_path("data", error.absolute_path)
         errors.setdefault(path, []).append(error.message)
     return errors
 

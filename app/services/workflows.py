@@ -16,6 +16,7 @@ from steps import registry
 from steps.condition import goto_targets
 from steps.errors import UnknownStepType
 
+
 def check_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validate each step's config against its type; give ids to steps without one.
 
@@ -35,9 +36,9 @@ def check_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             module = registry.get_step_type(step["type"])
         except UnknownStepType:
-            errors[f"steps[{index}].type"] = [
-                f"Unknown step type {step['type']!r}; one of {', '.join(registry.step_type_names())}."
-            ]
+            known = ", ".join(registry.step_type_names())
+            message = f"Unknown step type {step['type']!r}; one of {known}."
+            errors[f"steps[{index}].type"] = [message]
             checked.append({**step, "id": step_id})
             continue
         try:
@@ -45,11 +46,9 @@ def check_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         except ma.ValidationError as exc:
             from app.api import flatten_errors
 
-            for path, messages in flatten_errors(exc.messages).items():
-                errors[f"steps[{index}].config.{path}"] = messages
-        checked.append(
-            {"id": step_id, "type": step["type"], "name": step.get("name"), "config": step["config"]}
-        )
+            errors.update(flatten_errors(exc.messages, f"steps[{index}].config"))
+        name, config = step.get("name"), step["config"]
+        checked.append({"id": step_id, "type": step["type"], "name": name, "config": config})
     ids = [s["id"] for s in checked]
     for index, step_id in enumerate(ids):
         if ids.index(step_id) != index:
