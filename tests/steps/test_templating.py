@@ -1,0 +1,166 @@
+"""The template sandbox: escapes, huge allocations and endless loops fail cleanly."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from steps import templating
+from steps.errors import TemplateError
+
+ESCAPES = [
+    "{{ ''.__class__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os }}",
+    "{{ joiner.__init__.__globals__ }}",
+    "{{ namespace.__init__.__globals__ }}",
+    "{{ self._TemplateReference__context }}",
+    "{{ range.__self__ }}",
+    "{{ ''.translate({}) }}",
+    "{{ ().__class__.__base__.__subclasses__() }}",
+    "{{ lipsum.__globals__ }}",
+    "{% for c in [].__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+]
+
+HUGE = [
+    "{% for i in range(10**9) %}{% endfor %}",
+    "{{ range(10**9)|list }}",
+    "{{ 'a' * 10**9 }}",
+    "{{ [0] * 10**9 }}",
+    "{{ 9 ** 999999 }}",
+    "{% set ns = namespace(x=10**50) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}"
+    "{% endfor %}",
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}",
+    "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}",
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.x %}{{ ns.s }}{{ ns.s }}"
+    "{% endset %}{% set ns.s = ns.x %}{% endfor %}",
+    "{{ '%0999999999d' % 1 }}",
+    "{{ '%0999999999d'|format(1) }}",
+    "{{ '{:>999999999}'.format(1) }}",
+    "{{ 'a'.ljust(10**9) }}",
+    "{{ 'a'.zfill(10**9) }}",
+    "{{ 'a'|center(10**9) }}",
+    "{{ 'x'|indent(10**9) }}",
+    "{{ [1]|slice(10**9)|list }}",
+    "{{ [1]|batch(10**9, 0)|list }}",
+    "{{ 'aaaa'|replace('a', 'a' * 1000000) }}",
+    "{{ 'aaaa'.replace('a', 'a' * 1000000) }}",
+    "{% set s = 'a' * 1000000 %}{{ ([s] * 1000)|join }}",
+    "{% set s = 'a' * 1000000 %}{{ ''.join([s] * 1000) }}",
+    "{{ range(100000)|map('string')|join('x' * 100) }}",
+    "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", ESCAPES)
+def test_sandbox_escapes_fail_cleanly(source):
+    with pytest.raises(TemplateError):
+        templating.render(source, {})
+
+
+@pytest.mark.parametrize("source", HUGE)
+def test_huge_allocations_are_refused_before_they_happen(source):
+    with pytest.raises(TemplateError) as caught:
+        templating.render(source, {})
+    assert caught.value.message
+
+
+@pytest.fixture
+def short_budget(monkeypatch):
+    """Renders may take 0.3 s, so the endless-loop tests are quick."""
+    monkeypatch.setattr(templating, "MAX_RENDER_SECONDS", 0.3)
+
+
+ENDLESS = [
+    # Nested loops over a big string: no range(), no call, no output to check the time on.
+    "{% set s = 'a' * 1000000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% set s = 'a' * 100000 %}{% for a in s %}{% for b in s %}{{ '' }}{% endfor %}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", ENDLESS)
+def test_endless_loops_are_interrupted(short_budget, source):
+    with pytest.raises(TemplateError, match="longer than"):
+        templating.render(source, {})
+
+
+def test_deep_recursion_fails_cleanly():
+    with pytest.raises(TemplateError, match="recursed too deeply|longer than|failed"):
+        templating.render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", {})
+
+
+def test_output_is_capped():
+    with pytest.raises(TemplateError, match="output is over"):
+        templating.render("{% for i in range(200) %}{{ 'x' * 1000 }}{% endfor %}", {})
+
+
+def test_worker_thread_is_healthy_after_failures(short_budget):
+    for source in ESCAPES + ENDLESS[:1]:
+        with pytest.raises(TemplateError):
+            templating.render(source, {})
+    # No interrupt is left pending for this thread: ordinary work goes on.
+    total = 0
+    for i in range(200_000):
+        total += i
+    assert total == sum(range(200_000))
+    assert templating.render("{{ a }}-{{ b|upper }}", {"a": 1, "b": "x"}) == "1-X"
+
+
+def test_a_slow_render_in_one_thread_leaves_others_alone(short_budget):
+    results: dict[str, object] = {}
+
+    def slow() -> None:
+        try:
+            templating.render(ENDLESS[0], {})
+        except TemplateError as exc:
+            results["slow"] = exc.message
+
+    def quick() -> None:
+        results["quick"] = [templating.render("{{ n * 2 }}", {"n": n}) for n in range(2000)]
+
+    threads = [threading.Thread(target=slow), threading.Thread(target=quick)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert "longer than" in str(results["slow"])
+    assert results["quick"] == [str(n * 2) for n in range(2000)]
+
+
+def test_ordinary_templates_render():
+    variables = {
+        "entity": {"id": "e1", "data": {"title": "Hat", "tags": ["a", "b"], "price": 12.5}},
+        "steps": {"gen": {"output": {"text": "Hello"}}},
+        "run": {"id": "r1"},
+        "input": {"lang": "fr"},
+    }
+    source = (
+        "{{ entity.data.title|upper }} {{ entity.data.tags|join(',') }} "
+        "{{ '%.2f'|format(entity.data.price) }} {{ steps.gen.output.text }} {{ input.lang }} "
+        "{{ '{} {}'.format(run.id, entity.id) }} {{ 'x' ~ 'y' }} {{ 'a-b'.split('-')|length }}"
+    )
+    assert templating.render(source, variables) == "HAT a,b 12.50 Hello fr r1 e1 xy 2"
+
+
+def test_undefined_variables_fail_with_their_name():
+    with pytest.raises(TemplateError, match="no attribute 'missing'"):
+        templating.render("{{ entity.missing }}", {"entity": {}})
+    with pytest.raises(TemplateError, match="undefined"):
+        templating.evaluate("entity.missing > 3", {"entity": {}})
+
+
+def test_expressions_evaluate_to_python_values():
+    variables = {"entity": {"data": {"price": 150, "tags": ["x"]}}}
+    assert templating.evaluate("entity.data.price > 100 and 'x' in entity.data.tags", variables)
+    assert templating.evaluate("entity.data.get('absent') is none", variables) is True
+    assert templating.evaluate("entity.data.price * 2", variables) == 300
+
+
+def test_syntax_is_checked_on_save():
+    assert templating.check_syntax("{{ oops") is not None
+    assert templating.check_syntax("{{ fine }}") is None
+    assert templating.check_expression("a >") is not None
