@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import marshmallow as ma
 
 from steps import templating
 from steps.base import StepContext, StepResult
+from steps.errors import TemplateError
 from steps.fields import DataPath, StepConfig, Template
 from steps.paths import get_path, has_path, set_path, unset_path
 
@@ -15,7 +17,9 @@ NAME = "transform"
 DESCRIPTION = (
     "Sets fields of the entity data from templates or literals (`set`), removes fields "
     "(`unset`), renames them (`rename`), and may set the entity `status`. String values "
-    "in `set` are templates."
+    "in `set` are templates; a value that is exactly one `{{ expression }}` keeps the "
+    "expression's type (number, list, object...). Renames apply first, then `set`, then "
+    "`unset`; values are rendered against the entity as it was before the step."
 )
 OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -49,15 +53,41 @@ class Config(StepConfig):
                     raise ma.ValidationError(f"{path}: {problem}")
 
 
+_SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}$", re.S)
+
+
 def _resolve(value: Any, variables: dict[str, Any]) -> Any:
-    """Render string templates, recursively inside lists and objects."""
+    """Render string templates, recursively inside lists and objects.
+
+    A string that is exactly one ``{{ expression }}`` keeps the expression's type, so
+    ``"{{ entity.data.price * 1.2 }}"`` sets a number and ``"{{ entity.data.tags }}"`` a list.
+    """
     if isinstance(value, str):
+        single = _SINGLE_EXPRESSION.match(value.strip())
+        if single:
+            return _json_value(templating.evaluate(single.group("expr"), variables))
         return templating.render(value, variables)
     if isinstance(value, list):
         return [_resolve(v, variables) for v in value]
     if isinstance(value, dict):
         return {k: _resolve(v, variables) for k, v in value.items()}
     return value
+
+
+def _json_value(value: Any) -> Any:
+    """An expression result as JSON data: iterables become lists, other objects strings."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set) or hasattr(value, "__next__"):
+        items = []
+        for item in value:
+            if len(items) >= templating.MAX_RANGE:
+                raise TemplateError(f"a list over {templating.MAX_RANGE} items")
+            items.append(_json_value(item))
+        return items
+    return str(value)
 
 
 def run(config: dict[str, Any], ctx: StepContext) -> StepResult:

@@ -86,10 +86,21 @@ def schema_errors(schema: dict[str, Any], data: Any) -> list[dict[str, str]]:
     """Every place ``data`` breaks ``schema``, as ``{path, message}``."""
     validator = _validator(json.dumps(schema, sort_keys=True))
     errors = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
-        path = "/" + "/".join(str(p) for p in error.absolute_path)
-        errors.append({"path": path, "message": error.message})
-    return errors
+    for error in validator.iter_errors(data):
+        base = [str(p) for p in error.absolute_path]
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # Name the missing property itself: /seo/title rather than /seo.
+            for name in error.validator_value:
+                if name not in error.instance:
+                    errors.append({"path": _pointer([*base, name]), "message": error.message})
+            continue
+        errors.append({"path": _pointer(base), "message": error.message})
+    return sorted(errors, key=lambda e: e["path"])
+
+
+def _pointer(parts: list[str]) -> str:
+    """A JSON Pointer (RFC 6901) for ``parts``."""
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 def _rule_errors(rule: dict[str, Any], ctx: StepContext) -> list[dict[str, str]]:
