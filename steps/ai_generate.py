@@ -8,6 +8,7 @@ import marshmallow as ma
 
 from steps import templating
 from steps.base import StepContext, StepResult
+from steps.clients.llm import template_reply
 from steps.errors import StepError
 from steps.fields import DataPath, JsonSchemaDict, StepConfig, Template
 from steps.paths import set_path
@@ -17,7 +18,10 @@ DESCRIPTION = (
     "Renders `prompt` (and `system`), calls the LLM `provider` (`openai`-compatible, "
     "`anthropic`, or the offline `template` provider) with `model`, and writes the text — "
     "or the parsed JSON when `format` is `json`, validated against `jsonSchema` — to "
-    "`outputField` of the entity data."
+    "`outputField` of the entity data. Calls share the workspace-wide requests/tokens per "
+    "minute of their credential; 429s wait for `Retry-After`, 5xx and timeouts are retried "
+    "with backoff. `format: json` gets one repair attempt when the reply does not parse or "
+    "match `jsonSchema`."
 )
 PROVIDERS = ("openai", "anthropic", "template")
 OUTPUT_SCHEMA: dict[str, Any] = {
@@ -52,6 +56,18 @@ class Config(StepConfig):
     max_tokens = ma.fields.Integer(
         data_key="maxTokens", load_default=None, validate=ma.validate.Range(min=1, max=200_000)
     )
+    max_retries = ma.fields.Integer(
+        data_key="maxRetries",
+        load_default=None,
+        validate=ma.validate.Range(min=0, max=10),
+        metadata={"description": "retries of 429s, 5xx and timeouts inside the step (default 2)"},
+    )
+    timeout_seconds = ma.fields.Float(
+        data_key="timeoutSeconds",
+        load_default=None,
+        validate=ma.validate.Range(min=1, max=600),
+        metadata={"description": "per provider call (default 120, or the credential's)"},
+    )
 
     @ma.validates_schema
     def _provider_needs(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -67,13 +83,12 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     prompt = templating.render(config["prompt"], variables)
     system = templating.render(config["system"], variables) if config.get("system") else None
     llm = getattr(ctx.services, "llm", None)
-    if llm is None:
-        if config["provider"] != "template":
-            raise StepError(f"provider {config['provider']!r} is not available in this worker")
-        reply = {"text": prompt, "model": config.get("model") or "template",
-                 "usage": {"inputTokens": len(prompt.split()), "outputTokens": len(prompt.split())}}
-    else:
+    if llm is not None:
         reply = llm.generate(config, prompt=prompt, system=system, ctx=ctx)
+    elif config["provider"] == "template":
+        reply = template_reply(config, prompt)
+    else:
+        raise StepError(f"provider {config['provider']!r} is not available in this worker")
     value = reply.get("json") if config["format"] == "json" else reply["text"]
     set_path(ctx.entity.data, config["output_field"], value)
     return StepResult(output=reply, usage=reply.get("usage"))

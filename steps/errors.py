@@ -35,3 +35,20 @@ class EntityTimeout(StepError):
 
 class UnknownStepType(KeyError):
     """No step type is registered under that name."""
+
+
+class OutboundRefused(StepError):
+    """An outbound call was refused: the address is private, loopback, link-local or
+    metadata, and its host is not in ``CONVEYOR_OUTBOUND_ALLOW_HOSTS``."""
+
+
+class OutboundUnreachable(TransientError):
+    """An outbound call could not connect, so nothing was sent."""
+
+
+class OutboundTimeout(TransientError):
+    """An outbound call timed out or broke after the request may have been sent."""
+
+
+class ResponseTooLarge(StepError):
+    """A peer's response body was over the size cap."""

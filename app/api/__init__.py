@@ -22,6 +22,7 @@ BLUEPRINT_MODULES = (
     "entities",
     "workflows",
     "step_types",
+    "credentials",
     "runs",
     "jobs",
 )

@@ -1,0 +1,562 @@
+"""LLM providers (OpenAI-compatible, Anthropic, offline template) and the gateway that paces
+their calls on the shared rate limiter, retries what is worth retrying, and parses JSON replies.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from steps.clients import ResolvedCredential
+from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request
+from steps.clients.ratelimit import Limits, RateLimiter
+from steps.errors import OutboundTimeout, OutboundUnreachable, StepError, TransientError
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
+DEFAULT_TIMEOUT_SECONDS = 120.0
+MAX_RATE_LIMIT_WAIT_SECONDS = 60.0
+OUTPUT_TOKENS_ESTIMATE = 256
+MAX_REPLY_BYTES = 4_000_000
+
+
+class ProviderRejected(StepError):
+    """The provider refused the request (4xx other than 408/429): retrying will not help."""
+
+
+class ProviderRateLimited(TransientError):
+    """The provider answered 429."""
+
+
+class ProviderUnavailable(TransientError):
+    """The provider answered 5xx (or 408/529), timed out, or could not be reached."""
+
+
+@dataclass
+class Completion:
+    """One provider reply."""
+
+    text: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Provider(Protocol):
+    """A chat-completion API."""
+
+    name: str
+
+    def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int | None,
+        temperature: float | None,
+        timeout: float,
+    ) -> Completion: ...
+
+    def check(self, *, timeout: float) -> str: ...
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds asked for by ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def provider_message(response: OutboundResponse) -> str:
+    """The provider's own error message (``error.message`` in both formats), else the body."""
+    try:
+        body = response.json()
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    except ValueError:
+        pass
+    return response.snippet() or "(empty body)"
+
+
+def _check_status(provider: str, response: OutboundResponse) -> None:
+    """Raise the error class that matches a non-2xx status."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    message = f"{provider} answered {status}: {provider_message(response)}"
+    if status == 429:
+        raise ProviderRateLimited(message, retry_after=retry_after_seconds(response.headers))
+    if status in (408, 409) or status >= 500:
+        raise ProviderUnavailable(message, retry_after=retry_after_seconds(response.headers))
+    raise ProviderRejected(message)
+
+
+def _call(
+    provider: str,
+    policy: OutboundPolicy,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: Any = None,
+    timeout: float,
+) -> Any:
+    """One provider request: transport failures become ``ProviderUnavailable``."""
+    try:
+        response = request(
+            policy,
+            method,
+            url,
+            json=body,
+            headers=headers,
+            timeout=timeout,
+            max_bytes=MAX_REPLY_BYTES,
+        )
+    except (OutboundUnreachable, OutboundTimeout) as exc:
+        raise ProviderUnavailable(f"{provider}: {exc.message}") from exc
+    _check_status(provider, response)
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ProviderUnavailable(
+            f"{provider} answered {response.status_code} with a body that is not JSON: "
+            f"{response.snippet()}"
+        ) from exc
+
+
+class OpenAIProvider:
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Azure, Ollama, vLLM...)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        policy: OutboundPolicy,
+        api_key: str | None,
+        base_url: str | None = None,
+        organization: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.base_url = (base_url or DEFAULT_OPENAI_BASE_URL).rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        if organization:
+            self.headers["OpenAI-Organization"] = organization
+
+    def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int | None,
+        temperature: float | None,
+        timeout: float,
+    ) -> Completion:
+        """POST ``/chat/completions``."""
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        reply = _call(
+            self.name,
+            self.policy,
+            "POST",
+            f"{self.base_url}/chat/completions",
+            headers=self.headers,
+            body=body,
+            timeout=timeout,
+        )
+        try:
+            choice = reply["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ProviderUnavailable(
+                f"openai reply has no choices[0].message: {reply!r:.300}"
+            ) from exc
+        usage = reply.get("usage") or {}
+        return Completion(
+            text=text,
+            model=str(reply.get("model") or model),
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    def check(self, *, timeout: float) -> str:
+        """GET ``/models``: proves the endpoint answers and accepts the key."""
+        reply = _call(
+            self.name,
+            self.policy,
+            "GET",
+            f"{self.base_url}/models",
+            headers=self.headers,
+            timeout=timeout,
+        )
+        count = len(reply.get("data") or []) if isinstance(reply, dict) else 0
+        return f"{origin(self.base_url)} accepted the key ({count} models listed)"
+
+
+class AnthropicProvider:
+    """Anthropic's Messages API (``/v1/messages``)."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        policy: OutboundPolicy,
+        api_key: str,
+        base_url: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.base_url = (base_url or DEFAULT_ANTHROPIC_BASE_URL).rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[:-3]
+        self.headers = {
+            "Content-Type": "application/json",
+            "x-api-key": api_key,
+            "anthropic-version": version or ANTHROPIC_VERSION,
+        }
+
+    def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int | None,
+        temperature: float | None,
+        timeout: float,
+    ) -> Completion:
+        """POST ``/v1/messages`` (the system prompt is a top-level field there)."""
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS,
+            "messages": [m for m in messages if m["role"] != "system"],
+        }
+        if system:
+            body["system"] = system
+        if temperature is not None:
+            body["temperature"] = min(temperature, 1.0)
+        reply = _call(
+            self.name,
+            self.policy,
+            "POST",
+            f"{self.base_url}/v1/messages",
+            headers=self.headers,
+            body=body,
+            timeout=timeout,
+        )
+        try:
+            blocks = reply["content"]
+            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProviderUnavailable(f"anthropic reply has no content: {reply!r:.300}") from exc
+        usage = reply.get("usage") or {}
+        return Completion(
+            text=text,
+            model=str(reply.get("model") or model),
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+        )
+
+    def check(self, *, timeout: float) -> str:
+        """GET ``/v1/models``: proves the endpoint answers and accepts the key."""
+        reply = _call(
+            self.name,
+            self.policy,
+            "GET",
+            f"{self.base_url}/v1/models",
+            headers=self.headers,
+            timeout=timeout,
+        )
+        count = len(reply.get("data") or []) if isinstance(reply, dict) else 0
+        return f"{origin(self.base_url)} accepted the key ({count} models listed)"
+
+
+def count_words(text: str) -> int:
+    """The template provider's deterministic stand-in for a token count."""
+    return len(text.split())
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-neutral guess (about four characters a token), settled after the call."""
+    return len(text) // 4 + 1
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\s*```$", re.S)
+
+
+def parse_json_reply(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
+    """``(value, None)`` when ``text`` is JSON (code fences allowed) valid against
+    ``schema``, else ``(None, reason)``."""
+    candidate = text.strip()
+    fenced = _FENCE.match(candidate)
+    if fenced:
+        candidate = fenced.group(1)
+    try:
+        value = json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        return None, f"the reply is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if schema:
+        from steps.validate import schema_errors
+
+        errors = schema_errors(schema, value)
+        if errors:
+            return None, "the JSON does not match jsonSchema: " + "; ".join(
+                f"{e['path']}: {e['message']}" for e in errors[:5]
+            )
+    return value, None
+
+
+def json_instructions(schema: dict[str, Any] | None) -> str:
+    """What the system prompt adds for ``format: json``."""
+    text = "Reply with a single JSON value and nothing else: no prose, no code fences."
+    if schema:
+        text += " The JSON must validate against this JSON Schema: " + json.dumps(schema)
+    return text
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a gateway call retries 429s, 5xx and timeouts before giving up to the engine."""
+
+    max_retries: int = 2
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 20.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter for retry number ``attempt`` (0-based)."""
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2**attempt)
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where one ``ai_generate`` config sends its calls."""
+
+    provider: Provider
+    bucket: str
+    limits: Limits
+    timeout: float
+
+
+@dataclass
+class LLMGateway:
+    """``ctx.services.llm``: picks the provider and credential, paces calls on the
+    workspace-wide limiter, retries, and returns ``{text | json, model, usage}``."""
+
+    workspace_id: str
+    policy: OutboundPolicy
+    limiter: RateLimiter | None
+    credentials: Callable[[str], ResolvedCredential]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+
+    def generate(
+        self, config: dict[str, Any], *, prompt: str, system: str | None, ctx: Any = None
+    ) -> dict[str, Any]:
+        """Run one ``ai_generate`` call; raises StepError/TransientError with the reason."""
+        if config["provider"] == "template":
+            return template_reply(config, prompt)
+        credential = self._credential(config)
+        route = self._provider(config, credential)
+        json_mode = config.get("format") == "json"
+        schema = config.get("json_schema")
+        system_parts = [p for p in (system, json_instructions(schema) if json_mode else None) if p]
+        messages = (
+            [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
+        )
+        messages.append({"role": "user", "content": prompt})
+        completion = self._complete(route, config, messages, ctx)
+        usage = [completion.input_tokens, completion.output_tokens]
+        if not json_mode:
+            return _reply({"text": completion.text}, completion.model, usage)
+        value, problem = parse_json_reply(completion.text, schema)
+        if problem:
+            messages += [
+                {"role": "assistant", "content": completion.text},
+                {
+                    "role": "user",
+                    "content": f"That reply cannot be used: {problem}. "
+                    "Reply again with only the corrected JSON.",
+                },
+            ]
+            completion = self._complete(route, config, messages, ctx)
+            usage = [usage[0] + completion.input_tokens, usage[1] + completion.output_tokens]
+            value, problem = parse_json_reply(completion.text, schema)
+            if problem:
+                raise StepError(
+                    f"{route.provider.name} model {completion.model}: {problem} "
+                    "(after one repair attempt)"
+                )
+        return _reply({"json": value}, completion.model, usage)
+
+    def _credential(self, config: dict[str, Any]) -> ResolvedCredential | None:
+        name = config.get("credential")
+        provider = config["provider"]
+        if not name:
+            if provider == "openai" and config.get("base_url"):
+                return None  # a keyless OpenAI-compatible server (Ollama, llama.cpp...)
+            raise StepError(
+                f"provider {provider!r} needs a credential (the name of a {provider} credential)"
+            )
+        credential = self.credentials(name)
+        if credential.type != provider:
+            raise StepError(f"credential {name!r} is of type {credential.type!r}, not {provider!r}")
+        return credential
+
+    def _provider(self, config: dict[str, Any], credential: ResolvedCredential | None) -> _Route:
+        data = credential.data if credential else {}
+        settings = credential.settings if credential else {}
+        base_url = config.get("base_url") or settings.get("base_url")
+        provider: Provider
+        if config["provider"] == "openai":
+            provider = OpenAIProvider(
+                policy=self.policy,
+                api_key=data.get("api_key"),
+                base_url=base_url,
+                organization=settings.get("organization"),
+            )
+        else:
+            provider = AnthropicProvider(
+                policy=self.policy,
+                api_key=str(data.get("api_key") or ""),
+                base_url=base_url,
+                version=settings.get("anthropic_version"),
+            )
+        if credential is not None:
+            bucket = f"{self.workspace_id}:{credential.name}"
+        else:
+            bucket = f"{self.workspace_id}:{config['provider']}@{base_url}"
+        limits = Limits(settings.get("requests_per_minute"), settings.get("tokens_per_minute"))
+        timeout = float(
+            config.get("timeout_seconds")
+            or settings.get("timeout_seconds")
+            or DEFAULT_TIMEOUT_SECONDS
+        )
+        return _Route(provider, bucket, limits, timeout)
+
+    def _complete(
+        self,
+        route: _Route,
+        config: dict[str, Any],
+        messages: list[dict[str, str]],
+        ctx: Any,
+    ) -> Completion:
+        """One completion with pacing and retries; the last failure goes to the engine."""
+        provider, bucket, limits = route.provider, route.bucket, route.limits
+        max_tokens = config.get("max_tokens")
+        estimate = sum(estimate_tokens(m["content"]) for m in messages) + (
+            max_tokens or OUTPUT_TOKENS_ESTIMATE
+        )
+        max_retries = config.get("max_retries")
+        attempts = 1 + (self.retry.max_retries if max_retries is None else max_retries)
+        last: TransientError | None = None
+        for attempt in range(attempts):
+            remaining = _remaining(ctx)
+            if self.limiter is not None:
+                slot = self.limiter.reserve(
+                    bucket,
+                    limits,
+                    tokens=estimate,
+                    max_wait=max(0.0, min(MAX_RATE_LIMIT_WAIT_SECONDS, remaining - 1)),
+                )
+                if not slot.granted:
+                    raise TransientError(
+                        f"{provider.name}: workspace rate limit reached; next slot in "
+                        f"{slot.wait:.1f}s",
+                        retry_after=slot.wait,
+                    )
+                if slot.wait:
+                    self.sleep(slot.wait)
+                remaining = _remaining(ctx)
+            timeout = min(route.timeout, max(1.0, remaining))
+            try:
+                completion = provider.complete(
+                    model=config["model"],
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=config.get("temperature"),
+                    timeout=timeout,
+                )
+            except ProviderRateLimited as exc:
+                delay = (
+                    exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)
+                )
+                if self.limiter is not None:
+                    self.limiter.block(bucket, delay)  # every worker holds off, not just this one
+                    self.limiter.settle(bucket, limits, extra_tokens=-estimate)
+                    delay = 0.0  # the next reserve() waits out the block
+                last = exc
+            except ProviderUnavailable as exc:
+                if self.limiter is not None:
+                    self.limiter.settle(bucket, limits, extra_tokens=-estimate)
+                delay = (
+                    exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)
+                )
+                last = exc
+            else:
+                if self.limiter is not None:
+                    used = completion.input_tokens + completion.output_tokens
+                    self.limiter.settle(bucket, limits, extra_tokens=used - estimate if used else 0)
+                return completion
+            wait = last.retry_after if last.retry_after is not None else delay
+            if attempt + 1 >= attempts or wait >= _remaining(ctx) - 1:
+                break
+            if delay:
+                self.sleep(delay)
+        assert last is not None
+        raise TransientError(
+            f"{last.message} (gave up after {attempt + 1} attempt{'s' if attempt else ''})",
+            retry_after=last.retry_after,
+        )
+
+
+def _remaining(ctx: Any) -> float:
+    seconds = ctx.remaining_seconds() if ctx is not None else None
+    return float("inf") if seconds is None else float(seconds)
+
+
+def _reply(value: dict[str, Any], model: str, usage: list[int]) -> dict[str, Any]:
+    return {**value, "model": model, "usage": {"inputTokens": usage[0], "outputTokens": usage[1]}}
+
+
+def template_reply(config: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """The offline ``template`` provider: the rendered prompt is the reply (JSON when asked)."""
+    model = config.get("model") or "template"
+    usage = [count_words(prompt), count_words(prompt)]
+    if config.get("format") != "json":
+        return _reply({"text": prompt}, model, usage)
+    value, problem = parse_json_reply(prompt, config.get("json_schema"))
+    if problem:
+        raise StepError(f"template provider: {problem}")
+    return _reply({"json": value}, model, usage)

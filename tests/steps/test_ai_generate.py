@@ -1,0 +1,285 @@
+"""``ai_generate`` against local OpenAI- and Anthropic-format servers, and offline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import anthropic
+import openai
+import pytest
+
+from steps import ai_generate
+from steps.base import EntityState
+from steps.errors import StepError, TransientError
+from steps.pipeline import EntityProgress, RunInfo, walk
+from tests.peers import AnthropicPeer, OpenAIPeer
+from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
+
+
+@pytest.fixture
+def openai_peer():
+    with OpenAIPeer(api_key="sk-test-0123456789abcdef") as peer:
+        yield peer
+
+
+@pytest.fixture
+def anthropic_peer():
+    with AnthropicPeer(api_key="sk-ant-test-key") as peer:
+        yield peer
+
+
+@pytest.fixture
+def workspace(keys):
+    return keys.workspace.id
+
+
+@pytest.fixture
+def runtime(app, settings):
+    return runtime_for(app, settings)
+
+
+@pytest.fixture
+def services(runtime, workspace, session, settings, openai_peer, anthropic_peer):
+    add_credential(
+        session, settings, workspace, "oa", "openai",
+        {"apiKey": openai_peer.api_key}, {"baseUrl": openai_peer.base_url},
+    )
+    add_credential(
+        session, settings, workspace, "claude", "anthropic",
+        {"apiKey": anthropic_peer.api_key}, {"baseUrl": anthropic_peer.base_url},
+    )
+    return fast_services(runtime, workspace)
+
+
+@pytest.fixture
+def sleeps(services):
+    """Record the gateway's sleeps instead of sleeping."""
+    recorded: list[float] = []
+    services.llm.sleep = recorded.append
+    return recorded
+
+
+def run(config, ctx):
+    return ai_generate.run(ai_generate.Config().load(config), ctx)
+
+
+OPENAI = {"provider": "openai", "model": "gpt-test", "credential": "oa", "outputField": "seo.title"}
+CLAUDE = {"provider": "anthropic", "model": "claude-test", "credential": "claude", "outputField": "out"}
+
+
+def test_the_openai_peer_speaks_the_official_wire_format(openai_peer):
+    client = openai.OpenAI(base_url=openai_peer.base_url, api_key=openai_peer.api_key, max_retries=0)
+    reply = client.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert reply.choices[0].message.content == "echo: hello there"
+    assert reply.usage.completion_tokens == 3
+    assert [m.id for m in client.models.list()] == ["gpt-test"]
+    openai_peer.misbehave.set("429", times=1, retry_after="7")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.response.headers["retry-after"] == "7"
+    openai_peer.misbehave.set("500", times=1)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+
+
+def test_the_anthropic_peer_speaks_the_official_wire_format(anthropic_peer):
+    client = anthropic.Anthropic(
+        base_url=anthropic_peer.base_url, api_key=anthropic_peer.api_key, max_retries=0
+    )
+    reply = client.messages.create(
+        model="claude-test", max_tokens=50, messages=[{"role": "user", "content": "hi you"}]
+    )
+    assert reply.content[0].text == "echo: hi you"
+    assert reply.usage.output_tokens == 3
+    anthropic_peer.misbehave.set("429", times=1)
+    with pytest.raises(anthropic.RateLimitError):
+        client.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    anthropic_peer.misbehave.set("500", times=1)
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+
+
+def test_openai_text_goes_to_the_output_field_with_usage(services, openai_peer):
+    ctx = make_ctx({"title": "Red hat"}, services=services)
+    config = {**OPENAI, "prompt": "Title for {{ entity.data.title }}", "system": "Be brief.",
+              "temperature": 0.2, "maxTokens": 50}
+    result = run(config, ctx)
+    assert ctx.entity.data["seo"] == {"title": "echo: Title for Red hat"}
+    assert result.output == {
+        "text": "echo: Title for Red hat", "model": "gpt-test",
+        "usage": {"inputTokens": 6, "outputTokens": 5},
+    }
+    assert result.usage == {"inputTokens": 6, "outputTokens": 5}
+    sent = openai_peer.requests[-1]
+    assert sent["headers"]["authorization"] == f"Bearer {openai_peer.api_key}"
+    body = json.loads(sent["body"])
+    assert body == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Title for Red hat"},
+        ],
+        "max_tokens": 50,
+        "temperature": 0.2,
+    }
+    assert openai_peer.api_key in services.secrets()
+
+
+def test_anthropic_messages(services, anthropic_peer):
+    ctx = make_ctx({"title": "Hat"}, services=services)
+    result = run({**CLAUDE, "prompt": "Describe {{ entity.data.title }}", "system": "Short."}, ctx)
+    assert ctx.entity.data["out"] == "echo: Describe Hat"
+    assert result.usage == {"inputTokens": 3, "outputTokens": 3}
+    sent = anthropic_peer.requests[-1]
+    assert sent["headers"]["x-api-key"] == anthropic_peer.api_key
+    assert sent["headers"]["anthropic-version"] == "2023-06-01"
+    body = json.loads(sent["body"])
+    assert body["system"] == "Short." and body["max_tokens"] == 1024
+    assert body["messages"] == [{"role": "user", "content": "Describe Hat"}]
+
+
+@pytest.mark.parametrize("config", [OPENAI, CLAUDE])
+def test_429_waits_for_retry_after_then_succeeds(services, sleeps, openai_peer, anthropic_peer, config):
+    peer = openai_peer if config is OPENAI else anthropic_peer
+    peer.misbehave.set("429", times=1, retry_after="2")
+    result = run({**config, "prompt": "hi"}, make_ctx(services=services))
+    assert result.output["text"] == "echo: hi"
+    assert peer.statuses == {429: 1, 200: 1}
+    assert len(sleeps) == 1 and 1.9 <= sleeps[0] <= 2.0  # the shared hold, not a guess
+
+
+@pytest.mark.parametrize("config", [OPENAI, CLAUDE])
+def test_5xx_is_retried_with_backoff(services, sleeps, openai_peer, anthropic_peer, config):
+    peer = openai_peer if config is OPENAI else anthropic_peer
+    peer.misbehave.set("500", times=2)
+    result = run({**config, "prompt": "hi"}, make_ctx(services=services))
+    assert result.output["text"] == "echo: hi"
+    assert peer.statuses == {500: 2, 200: 1}
+    assert len(sleeps) == 2 and sleeps[0] < sleeps[1] * 2  # exponential with jitter
+
+
+def test_a_provider_that_stays_down_fails_the_entity_with_its_message(services, sleeps, openai_peer):
+    openai_peer.misbehave.set("500")
+    with pytest.raises(TransientError) as caught:
+        run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
+    assert caught.value.message == (
+        "openai answered 500: The server had an error processing your request "
+        "(gave up after 3 attempts)"
+    )
+    # Through the pipeline, with the workflow's own retries, the entity fails with that message.
+    info = RunInfo(
+        run={"id": "run_1", "workflowId": "wf_1", "trigger": {"type": "manual"}},
+        steps=[{"id": "gen", "type": "ai_generate", "config": {**OPENAI, "prompt": "hi"}}],
+        settings={"retry": {"max_attempts": 2, "backoff_seconds": 0}},
+    )
+    progress = walk(EntityProgress(EntityState("e1", {}, "draft", 1)), info, services=services,
+                    sleep=lambda s: None)
+    assert progress.status == "failed"
+    assert progress.error == "gen: " + caught.value.message
+    assert openai_peer.statuses == {500: 9}
+
+
+def test_429_without_retry_after_is_retried_and_reported(services, sleeps, anthropic_peer):
+    anthropic_peer.misbehave.set("429", retry_after=None)
+    with pytest.raises(TransientError, match="anthropic answered 429: Rate limit reached"):
+        run({**CLAUDE, "prompt": "hi"}, make_ctx(services=services))
+    assert anthropic_peer.statuses == {429: 3}
+
+
+def test_timeouts_are_retryable(services, openai_peer):
+    openai_peer.misbehave.set("slow", times=1, delay=3)
+    with pytest.raises(TransientError, match="took longer than 1s"):
+        run({**OPENAI, "prompt": "hi", "timeoutSeconds": 1, "maxRetries": 0}, make_ctx(services=services))
+
+
+def test_a_refused_key_fails_at_once(services, openai_peer, session, settings, workspace):
+    add_credential(session, settings, workspace, "wrong", "openai", {"apiKey": "sk-wrong-0000000000"},
+                   {"baseUrl": openai_peer.base_url})
+    with pytest.raises(StepError) as caught:
+        run({**OPENAI, "credential": "wrong", "prompt": "hi"}, make_ctx(services=services))
+    assert not caught.value.retryable
+    assert caught.value.message == "openai answered 401: Incorrect API key provided."
+    assert openai_peer.statuses == {401: 1}
+
+
+SCHEMA = {"type": "object", "properties": {"tags": {"type": "array"}}, "required": ["tags"]}
+
+
+def test_json_is_parsed_and_validated(services, openai_peer):
+    openai_peer.reply = lambda body: '```json\n{"tags": ["a", "b"]}\n```'
+    ctx = make_ctx(services=services)
+    result = run({**OPENAI, "prompt": "tags", "format": "json", "jsonSchema": SCHEMA}, ctx)
+    assert ctx.entity.data["seo"]["title"] == {"tags": ["a", "b"]}
+    assert result.output["json"] == {"tags": ["a", "b"]} and "text" not in result.output
+    system = json.loads(openai_peer.requests[-1]["body"])["messages"][0]["content"]
+    assert "JSON" in system and '"required": ["tags"]' in system
+
+
+def test_json_gets_one_repair_attempt(services, openai_peer):
+    replies = iter(['{"tags": "not a list"}', '{"tags": ["fixed"]}'])
+    openai_peer.reply = lambda body: next(replies)
+    ctx = make_ctx(services=services)
+    result = run({**OPENAI, "prompt": "tags", "format": "json", "jsonSchema": SCHEMA}, ctx)
+    assert result.output["json"] == {"tags": ["fixed"]}
+    repair = json.loads(openai_peer.requests[-1]["body"])["messages"]
+    assert repair[-2] == {"role": "assistant", "content": '{"tags": "not a list"}'}
+    assert "/tags: 'not a list' is not of type 'array'" in repair[-1]["content"]
+    # Both calls count towards usage.
+    assert result.usage["outputTokens"] == 4 + 2
+
+
+def test_json_that_stays_invalid_fails_with_the_reason(services, openai_peer):
+    openai_peer.reply = lambda body: "Sure! Here are some tags."
+    with pytest.raises(StepError) as caught:
+        run({**OPENAI, "prompt": "tags", "format": "json"}, make_ctx(services=services))
+    assert not caught.value.retryable
+    assert "the reply is not JSON" in caught.value.message
+    assert "after one repair attempt" in caught.value.message
+    assert openai_peer.completions == 2
+
+
+def test_template_provider_is_offline_and_deterministic():
+    ctx = make_ctx({"title": "Hat"})
+    result = run({"prompt": "About {{ entity.data.title }}", "outputField": "about"}, ctx)
+    assert ctx.entity.data["about"] == "About Hat"
+    assert result.output == {
+        "text": "About Hat", "model": "template", "usage": {"inputTokens": 2, "outputTokens": 2},
+    }
+    as_json = run({"prompt": '{"t": "{{ entity.data.title }}"}', "outputField": "j", "format": "json",
+                   "jsonSchema": {"type": "object"}}, ctx)
+    assert as_json.output["json"] == {"t": "Hat"}
+    with pytest.raises(StepError, match="not JSON"):
+        run({"prompt": "plain", "outputField": "j", "format": "json"}, ctx)
+
+
+def test_credential_problems_are_step_errors(services):
+    with pytest.raises(StepError, match="No credential named 'nope'"):
+        run({**OPENAI, "credential": "nope", "prompt": "x"}, make_ctx(services=services))
+    with pytest.raises(StepError, match="is of type 'anthropic', not 'openai'"):
+        run({**OPENAI, "credential": "claude", "prompt": "x"}, make_ctx(services=services))
+    with pytest.raises(StepError, match="needs a credential"):
+        run({**CLAUDE, "credential": None, "prompt": "x"}, make_ctx(services=services))
+
+
+def test_without_a_secret_key_credentials_cannot_be_used(app, settings, workspace, services):
+    runtime = runtime_for(app, dataclasses.replace(settings, secret_keys=()))
+    ctx = make_ctx(services=fast_services(runtime, workspace))
+    with pytest.raises(StepError, match="CONVEYOR_SECRET_KEY is not set"):
+        run({**OPENAI, "prompt": "x"}, ctx)
+
+
+def test_private_addresses_are_refused_without_the_allow_list(app, settings, workspace, services):
+    runtime = runtime_for(app, settings, allow=())
+    with pytest.raises(StepError, match="refusing to connect to 127.0.0.1") as caught:
+        run({**OPENAI, "prompt": "x"}, make_ctx(services=fast_services(runtime, workspace)))
+    assert not caught.value.retryable
+
+
+def test_keyless_openai_compatible_server_by_base_url(services, openai_peer):
+    openai_peer.api_key = ""  # the peer then expects "Bearer " (no key): a local server
+    with pytest.raises(StepError, match="401"):
+        run({"provider": "openai", "model": "m", "baseUrl": openai_peer.base_url, "prompt": "x",
+             "outputField": "o"}, make_ctx(services=services))
