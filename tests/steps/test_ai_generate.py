@@ -42,12 +42,22 @@ def runtime(app, settings):
 @pytest.fixture
 def services(runtime, workspace, session, settings, openai_peer, anthropic_peer):
     add_credential(
-        session, settings, workspace, "oa", "openai",
-        {"apiKey": openai_peer.api_key}, {"baseUrl": openai_peer.base_url},
+        session,
+        settings,
+        workspace,
+        "oa",
+        "openai",
+        {"apiKey": openai_peer.api_key},
+        {"baseUrl": openai_peer.base_url},
     )
     add_credential(
-        session, settings, workspace, "claude", "anthropic",
-        {"apiKey": anthropic_peer.api_key}, {"baseUrl": anthropic_peer.base_url},
+        session,
+        settings,
+        workspace,
+        "claude",
+        "anthropic",
+        {"apiKey": anthropic_peer.api_key},
+        {"baseUrl": anthropic_peer.base_url},
     )
     return fast_services(runtime, workspace)
 
@@ -65,11 +75,18 @@ def run(config, ctx):
 
 
 OPENAI = {"provider": "openai", "model": "gpt-test", "credential": "oa", "outputField": "seo.title"}
-CLAUDE = {"provider": "anthropic", "model": "claude-test", "credential": "claude", "outputField": "out"}
+CLAUDE = {
+    "provider": "anthropic",
+    "model": "claude-test",
+    "credential": "claude",
+    "outputField": "out",
+}
 
 
 def test_the_openai_peer_speaks_the_official_wire_format(openai_peer):
-    client = openai.OpenAI(base_url=openai_peer.base_url, api_key=openai_peer.api_key, max_retries=0)
+    client = openai.OpenAI(
+        base_url=openai_peer.base_url, api_key=openai_peer.api_key, max_retries=0
+    )
     reply = client.chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "hello there"}]
     )
@@ -78,11 +95,15 @@ def test_the_openai_peer_speaks_the_official_wire_format(openai_peer):
     assert [m.id for m in client.models.list()] == ["gpt-test"]
     openai_peer.misbehave.set("429", times=1, retry_after="7")
     with pytest.raises(openai.RateLimitError) as caught:
-        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.response.headers["retry-after"] == "7"
     openai_peer.misbehave.set("500", times=1)
     with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "x"}]
+        )
 
 
 def test_the_anthropic_peer_speaks_the_official_wire_format(anthropic_peer):
@@ -96,20 +117,30 @@ def test_the_anthropic_peer_speaks_the_official_wire_format(anthropic_peer):
     assert reply.usage.output_tokens == 3
     anthropic_peer.misbehave.set("429", times=1)
     with pytest.raises(anthropic.RateLimitError):
-        client.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        client.messages.create(
+            model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
     anthropic_peer.misbehave.set("500", times=1)
     with pytest.raises(anthropic.InternalServerError):
-        client.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        client.messages.create(
+            model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
 
 
 def test_openai_text_goes_to_the_output_field_with_usage(services, openai_peer):
     ctx = make_ctx({"title": "Red hat"}, services=services)
-    config = {**OPENAI, "prompt": "Title for {{ entity.data.title }}", "system": "Be brief.",
-              "temperature": 0.2, "maxTokens": 50}
+    config = {
+        **OPENAI,
+        "prompt": "Title for {{ entity.data.title }}",
+        "system": "Be brief.",
+        "temperature": 0.2,
+        "maxTokens": 50,
+    }
     result = run(config, ctx)
     assert ctx.entity.data["seo"] == {"title": "echo: Title for Red hat"}
     assert result.output == {
-        "text": "echo: Title for Red hat", "model": "gpt-test",
+        "text": "echo: Title for Red hat",
+        "model": "gpt-test",
         "usage": {"inputTokens": 6, "outputTokens": 5},
     }
     assert result.usage == {"inputTokens": 6, "outputTokens": 5}
@@ -142,7 +173,9 @@ def test_anthropic_messages(services, anthropic_peer):
 
 
 @pytest.mark.parametrize("config", [OPENAI, CLAUDE])
-def test_429_waits_for_retry_after_then_succeeds(services, sleeps, openai_peer, anthropic_peer, config):
+def test_429_waits_for_retry_after_then_succeeds(
+    services, sleeps, openai_peer, anthropic_peer, config
+):
     peer = openai_peer if config is OPENAI else anthropic_peer
     peer.misbehave.set("429", times=1, retry_after="2")
     result = run({**config, "prompt": "hi"}, make_ctx(services=services))
@@ -161,7 +194,9 @@ def test_5xx_is_retried_with_backoff(services, sleeps, openai_peer, anthropic_pe
     assert len(sleeps) == 2 and sleeps[0] < sleeps[1] * 2  # exponential with jitter
 
 
-def test_a_provider_that_stays_down_fails_the_entity_with_its_message(services, sleeps, openai_peer):
+def test_a_provider_that_stays_down_fails_the_entity_with_its_message(
+    services, sleeps, openai_peer
+):
     openai_peer.misbehave.set("500")
     with pytest.raises(TransientError) as caught:
         run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
@@ -175,8 +210,12 @@ def test_a_provider_that_stays_down_fails_the_entity_with_its_message(services, 
         steps=[{"id": "gen", "type": "ai_generate", "config": {**OPENAI, "prompt": "hi"}}],
         settings={"retry": {"max_attempts": 2, "backoff_seconds": 0}},
     )
-    progress = walk(EntityProgress(EntityState("e1", {}, "draft", 1)), info, services=services,
-                    sleep=lambda s: None)
+    progress = walk(
+        EntityProgress(EntityState("e1", {}, "draft", 1)),
+        info,
+        services=services,
+        sleep=lambda s: None,
+    )
     assert progress.status == "failed"
     assert progress.error == "gen: " + caught.value.message
     assert openai_peer.statuses == {500: 9}
@@ -192,12 +231,22 @@ def test_429_without_retry_after_is_retried_and_reported(services, sleeps, anthr
 def test_timeouts_are_retryable(services, openai_peer):
     openai_peer.misbehave.set("slow", times=1, delay=3)
     with pytest.raises(TransientError, match="took longer than 1s"):
-        run({**OPENAI, "prompt": "hi", "timeoutSeconds": 1, "maxRetries": 0}, make_ctx(services=services))
+        run(
+            {**OPENAI, "prompt": "hi", "timeoutSeconds": 1, "maxRetries": 0},
+            make_ctx(services=services),
+        )
 
 
 def test_a_refused_key_fails_at_once(services, openai_peer, session, settings, workspace):
-    add_credential(session, settings, workspace, "wrong", "openai", {"apiKey": "sk-wrong-0000000000"},
-                   {"baseUrl": openai_peer.base_url})
+    add_credential(
+        session,
+        settings,
+        workspace,
+        "wrong",
+        "openai",
+        {"apiKey": "sk-wrong-0000000000"},
+        {"baseUrl": openai_peer.base_url},
+    )
     with pytest.raises(StepError) as caught:
         run({**OPENAI, "credential": "wrong", "prompt": "hi"}, make_ctx(services=services))
     assert not caught.value.retryable
@@ -246,10 +295,19 @@ def test_template_provider_is_offline_and_deterministic():
     result = run({"prompt": "About {{ entity.data.title }}", "outputField": "about"}, ctx)
     assert ctx.entity.data["about"] == "About Hat"
     assert result.output == {
-        "text": "About Hat", "model": "template", "usage": {"inputTokens": 2, "outputTokens": 2},
+        "text": "About Hat",
+        "model": "template",
+        "usage": {"inputTokens": 2, "outputTokens": 2},
     }
-    as_json = run({"prompt": '{"t": "{{ entity.data.title }}"}', "outputField": "j", "format": "json",
-                   "jsonSchema": {"type": "object"}}, ctx)
+    as_json = run(
+        {
+            "prompt": '{"t": "{{ entity.data.title }}"}',
+            "outputField": "j",
+            "format": "json",
+            "jsonSchema": {"type": "object"},
+        },
+        ctx,
+    )
     assert as_json.output["json"] == {"t": "Hat"}
     with pytest.raises(StepError, match="not JSON"):
         run({"prompt": "plain", "outputField": "j", "format": "json"}, ctx)
@@ -281,5 +339,13 @@ def test_private_addresses_are_refused_without_the_allow_list(app, settings, wor
 def test_keyless_openai_compatible_server_by_base_url(services, openai_peer):
     openai_peer.api_key = ""  # the peer then expects "Bearer " (no key): a local server
     with pytest.raises(StepError, match="401"):
-        run({"provider": "openai", "model": "m", "baseUrl": openai_peer.base_url, "prompt": "x",
-             "outputField": "o"}, make_ctx(services=services))
+        run(
+            {
+                "provider": "openai",
+                "model": "m",
+                "baseUrl": openai_peer.base_url,
+                "prompt": "x",
+                "outputField": "o",
+            },
+            make_ctx(services=services),
+        )

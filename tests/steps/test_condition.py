@@ -44,4 +44,6 @@ def test_config_is_checked():
         condition.Config().load({"if": "a >"})
     with pytest.raises(ma.ValidationError):
         condition.Config().load({"if": "true", "then": "explode"})
-    assert condition.goto_targets(condition.Config().load({"if": "1", "else": {"goto": "x"}})) == ["x"]
+    assert condition.goto_targets(condition.Config().load({"if": "1", "else": {"goto": "x"}})) == [
+        "x"
+    ]

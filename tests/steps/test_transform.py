@@ -43,7 +43,15 @@ def test_set_unset_rename_and_status():
     }
     assert ctx.entity.status == "ready"
     assert result.output["changed"] == [
-        "old.name", "name", "seo.title", "flags", "count", "price", "tags", "tmp", "status",
+        "old.name",
+        "name",
+        "seo.title",
+        "flags",
+        "count",
+        "price",
+        "tags",
+        "tmp",
+        "status",
     ]
 
 
