@@ -25,6 +25,8 @@ BLUEPRINT_MODULES = (
     "credentials",
     "runs",
     "jobs",
+    "triggers",
+    "webhooks",
 )
 
 
