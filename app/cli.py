@@ -65,7 +65,9 @@ def workspaces_create(name: str) -> None:
 
 
 @main.command()
-@click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="127.0.0.1")
+@click.option(
+    "--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="127.0.0.1"
+)
 @click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000")
 @click.option("--workers", default=None, type=int, help="gunicorn processes (embedded: 1)")
 def serve(host: str, port: int, workers: int | None) -> None:
@@ -91,6 +93,86 @@ def serve(host: str, port: int, workers: int | None) -> None:
 
     click.echo(f"Conveyor on http://{host}:{port}/api/v1/docs", err=True)
     _Server().run()
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+def worker(burst: bool, name: str | None) -> None:
+    """Run an RQ worker on REDIS_URL (plus a sweeper thread that restarts stuck work)."""
+    from rq import SimpleWorker
+
+    from app.db import get_engine
+    from jobs.queue import QUEUE_NAME, RQQueue, redis_connection
+    from jobs.runtime import Runtime, install
+    from jobs.sweeper import start_sweeper_thread
+
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise click.UsageError("REDIS_URL is not set: the embedded default runs jobs in `serve`.")
+    redis = redis_connection(settings.redis_url)
+    runtime = Runtime(settings, get_engine(settings.database_url), RQQueue(redis))
+    install(runtime)
+    stop = start_sweeper_thread(runtime)
+    try:
+        # SimpleWorker runs jobs in this process: lanes are few and long, and the
+        # database pool survives between jobs (a fork per job would cost more than it buys).
+        SimpleWorker([QUEUE_NAME], connection=redis, name=name).work(
+            burst=burst, with_scheduler=False
+        )
+    finally:
+        stop.set()
+
+
+@main.command()
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between ticks.")
+def scheduler(interval: float) -> None:
+    """Fire due cron triggers and sweep stuck runs, until stopped."""
+    import threading
+
+    from jobs.runtime import current
+    from jobs.sweeper import start_sweeper_thread
+
+    runtime = current()
+    stop = threading.Event()
+    sweeper_stop = start_sweeper_thread(runtime)
+    try:
+        from jobs.scheduler import run_scheduler
+
+        run_scheduler(runtime, stop, interval_seconds=interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        sweeper_stop.set()
+
+
+@main.command()
+@click.option("--entities", "count", default=1000, show_default=True)
+def demo(count: int) -> None:
+    """Create an entity type, entities and a workflow, run it, and show its progress."""
+    from jobs.demo import run_demo
+
+    run_demo(count)
+
+
+@main.group()
+def runs() -> None:
+    """Runs."""
+
+
+@runs.command("watch")
+@click.argument("run_id")
+@click.option("--interval", default=0.5, show_default=True)
+def runs_watch(run_id: str, interval: float) -> None:
+    """Show a live progress bar (counts, rate, ETA) for RUN_ID until it finishes."""
+    from app.db import get_engine
+    from jobs.watch import watch_run
+
+    settings = Settings.from_env()
+    run = watch_run(get_engine(settings.database_url), run_id, interval=interval)
+    if run is None:
+        raise click.ClickException(f"no run {run_id}")
 
 
 if __name__ == "__main__":
