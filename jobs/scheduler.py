@@ -49,6 +49,7 @@ class TickReport:
     """What one tick did: the events it recorded (and committed)."""
 
     events: list[TriggerEvent] = field(default_factory=list)
+    more_due: bool = False  # a full batch was due: tick again at once
 
     @property
     def runs(self) -> list[str]:
@@ -86,8 +87,10 @@ class Scheduler:
         now = self.clock()
         for trigger_id in self._triggers_with_queued_fires():
             self._guarded(report, self._start_queued, trigger_id, now)
-        for trigger_id in self._due_trigger_ids(now):
+        due = self._due_trigger_ids(now)
+        for trigger_id in due:
             self._guarded(report, self._fire_due, trigger_id, now)
+        report.more_due = len(due) >= self.batch_size
         return report
 
     def run_forever(
@@ -98,8 +101,8 @@ class Scheduler:
         log.info("scheduler started (interval %ss)", interval_seconds)
         while not stop.is_set():
             try:
-                self.tick()
-                wait = self._seconds_until_due(interval_seconds)
+                report = self.tick()
+                wait = 0.0 if report.more_due else self._seconds_until_due(interval_seconds)
             except Exception:  # the database may be down: keep the loop alive and retry
                 log.exception("scheduler tick failed")
                 wait = interval_seconds
@@ -107,16 +110,21 @@ class Scheduler:
         log.info("scheduler stopped")
 
     def _seconds_until_due(self, interval_seconds: float) -> float:
-        """Seconds until the earliest scheduled fire, capped by the polling interval."""
+        """Seconds until the next future fire, capped by the polling interval.
+
+        Triggers still overdue after a tick (one whose firing failed, or one another
+        scheduler holds) are retried at the next interval, not in a busy loop.
+        """
+        now = self.clock()
         with self.session() as session:
             earliest = session.scalar(
                 select(func.min(Trigger.next_run_at)).where(
-                    Trigger.type == "cron", Trigger.enabled.is_(True)
+                    Trigger.type == "cron", Trigger.enabled.is_(True), Trigger.next_run_at > now
                 )
             )
         if earliest is None:
             return interval_seconds
-        return max(0.0, min(interval_seconds, (earliest - self.clock()) / 1000))
+        return max(0.0, min(interval_seconds, (earliest - now) / 1000))
 
     def _guarded(
         self,
