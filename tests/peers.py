@@ -18,6 +18,7 @@ import ssl
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable
 from email import message_from_bytes
@@ -38,6 +39,17 @@ def _json_reply(status: int, body: Any, headers: dict[str, str] | None = None) -
         {"Content-Type": "application/json", **(headers or {})},
         json.dumps(body).encode(),
     )
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (timeouts, size caps) is expected here, not an error."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class HttpPeer:
@@ -73,8 +85,7 @@ class HttpPeer:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.statuses: Counter[int] = Counter()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -490,8 +501,16 @@ class SmtpPeer:
             kwargs.update(ssl_context=context, auth_require_tls=False)
         else:
             kwargs.update(auth_require_tls=False)
+
+        class QuietController(Controller):
+            def factory(self) -> Any:
+                # tls="none"|"ssl" require AUTH without STARTTLS on purpose: no warning for it.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    return super().factory()
+
         self.port = _free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
+        self.controller = QuietController(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
 
     def close(self) -> None:

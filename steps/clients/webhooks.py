@@ -25,9 +25,9 @@ RESERVED_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signat
 def check_secret(secret: str) -> str | None:
     """None when ``secret`` is a usable signing secret (``whsec_`` + base64 of 24-64 bytes),
     else what is wrong with it."""
-    raw = secret.removeprefix(SECRET_PREFIX)
+    raw = secret.removeprefix(SECRET_PREFIX).rstrip("=")
     try:
-        key = base64.b64decode(raw + "==", validate=True)
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError):
         return "must be base64, optionally prefixed with whsec_"
     if not 24 <= len(key) <= 64:

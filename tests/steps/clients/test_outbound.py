@@ -1,0 +1,96 @@
+"""Outbound HTTP: private addresses refused (after DNS, on redirects), timeouts, size caps."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from steps.clients.outbound import OutboundPolicy, is_public_address, request
+from steps.errors import OutboundRefused, OutboundTimeout, ResponseTooLarge, StepError
+from tests.peers import HttpPeer, Reply
+
+
+class Peer(HttpPeer):
+    """Answers ``/big`` with 2 MB, ``/slow`` after a while, ``/to?u=...`` with a redirect."""
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        if path == "/big":
+            return 200, {}, b"x" * 2_000_000
+        if path == "/slow":
+            import time
+
+            time.sleep(2)
+        if path.startswith("/to?u="):
+            return 302, {"Location": path.removeprefix("/to?u=")}, b""
+        return 200, {"Content-Type": "text/plain"}, b"hello"
+
+
+@pytest.fixture
+def peer():
+    with Peer() as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://localhost/",
+        "http://10.0.0.8/",
+        "http://172.16.3.4/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.100.100.200/",  # shared address space (Alibaba's metadata lives here)
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00:ec2::254]/",  # AWS IPv6 metadata
+        "http://0.0.0.0/",
+    ],
+)
+def test_non_public_addresses_are_refused_without_an_allow_list(url):
+    with pytest.raises(OutboundRefused, match="not a public address"):
+        request(OutboundPolicy(), "GET", url, timeout=2)
+
+
+def test_allow_list_names_hosts_addresses_and_networks(peer):
+    for allow in (("127.0.0.1",), ("127.0.0.0/8",)):
+        assert request(OutboundPolicy(allow), "GET", peer.url, timeout=2).text == "hello"
+    by_name = f"http://localhost:{peer.port}/"
+    assert request(OutboundPolicy(("localhost",)), "GET", by_name, timeout=2).text == "hello"
+    with pytest.raises(OutboundRefused):
+        request(OutboundPolicy(("10.0.0.0/8",)), "GET", peer.url, timeout=2)
+
+
+def test_redirects_are_checked_too(peer):
+    policy = OutboundPolicy(("localhost",))
+    start = f"http://localhost:{peer.port}"
+    assert request(policy, "GET", f"{start}/to?u={start}/", timeout=2).text == "hello"
+    with pytest.raises(OutboundRefused, match="127.0.0.1"):
+        request(policy, "GET", f"{start}/to?u={peer.url}/", timeout=2)
+    with pytest.raises(OutboundRefused, match="169.254.169.254"):
+        request(policy, "GET", f"{start}/to?u=http://169.254.169.254/", timeout=2)
+
+
+def test_bodies_are_capped(peer):
+    with pytest.raises(ResponseTooLarge):
+        request(
+            OutboundPolicy(("127.0.0.1",)), "GET", peer.url + "/big", timeout=5, max_bytes=100_000
+        )
+
+
+def test_every_call_times_out(peer):
+    with pytest.raises(OutboundTimeout, match="longer than 0.5s"):
+        request(OutboundPolicy(("127.0.0.1",)), "GET", peer.url + "/slow", timeout=0.5)
+
+
+def test_other_schemes_are_refused():
+    with pytest.raises(StepError):
+        request(OutboundPolicy(), "GET", "file:///etc/passwd", timeout=1)
+
+
+def test_public_address_classification():
+    assert is_public_address(ipaddress.ip_address("93.184.216.34"))
+    assert is_public_address(ipaddress.ip_address("2606:4700::1111"))
+    assert not is_public_address(ipaddress.ip_address("224.0.0.1"))
+    assert not is_public_address(ipaddress.ip_address("::ffff:10.0.0.1"))

@@ -1,0 +1,197 @@
+"""``notify``: webhook, Slack and email (SMTP with STARTTLS, implicit TLS or none)."""
+
+from __future__ import annotations
+
+import pytest
+
+from steps import notify
+from steps.errors import StepError, TransientError
+from tests.peers import SmtpPeer, WebhookReceiver, new_webhook_secret
+from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
+
+
+@pytest.fixture
+def workspace(keys):
+    return keys.workspace.id
+
+
+@pytest.fixture
+def services(app, settings, workspace):
+    return fast_services(runtime_for(app, settings), workspace)
+
+
+def run(config, ctx):
+    return notify.run(notify.Config().load(config), ctx)
+
+
+def test_webhook_channel_signed_by_its_credential(services, session, settings, workspace):
+    secret = new_webhook_secret()
+    with WebhookReceiver(secret) as receiver:
+        add_credential(
+            session,
+            settings,
+            workspace,
+            "ops",
+            "webhook",
+            {"secret": secret, "url": receiver.url + "/ops", "headers": {"X-Token": "tok-123456"}},
+        )
+        ctx = make_ctx({"title": "Hat"}, services=services)
+        config = {
+            "channel": "webhook",
+            "credential": "ops",
+            "message": "{{ entity.data.title }} ok",
+            "subject": "Done",
+        }
+        assert run(config, ctx).output == {"channel": "webhook", "delivered": True}
+    assert receiver.rejected == 0 and receiver.ids == {"run_1:ent_1:step_1": 1}
+    delivery = receiver.deliveries[0]
+    assert delivery["path"] == "/ops" and delivery["headers"]["x-token"] == "tok-123456"
+    assert delivery["json"]["type"] == "conveyor.notification"
+    assert delivery["json"]["data"]["message"] == "Hat ok"
+    assert delivery["json"]["data"]["subject"] == "Done"
+    assert delivery["json"]["data"]["entity"] == {"id": "ent_1", "status": "draft"}
+    assert "tok-123456" in services.secrets()
+
+
+def test_slack_by_url_and_by_credential(services, session, settings, workspace):
+    with WebhookReceiver() as slack:
+        run(
+            {
+                "channel": "slack",
+                "url": slack.url + "/services/T/B/x",
+                "message": "Hello",
+                "subject": "Run",
+            },
+            make_ctx(services=services),
+        )
+        add_credential(
+            session,
+            settings,
+            workspace,
+            "slack",
+            "slack",
+            {"url": slack.url + "/services/T/B/secret"},
+        )
+        run(
+            {"channel": "slack", "credential": "slack", "message": "Plain"},
+            make_ctx(services=services),
+        )
+    assert [d["json"] for d in slack.deliveries] == [{"text": "*Run*\nHello"}, {"text": "Plain"}]
+    assert slack.deliveries[1]["path"] == "/services/T/B/secret"
+
+
+def test_slack_refusals(services):
+    with WebhookReceiver(status=404) as slack:
+        with pytest.raises(StepError, match="answered 404") as caught:
+            run({"channel": "slack", "url": slack.url, "message": "x"}, make_ctx(services=services))
+        assert not caught.value.retryable
+    with WebhookReceiver() as slack:
+        slack.fail_first = 1  # a 500 may have posted: not retried (at most once)
+        with pytest.raises(StepError, match="answered 500") as caught:
+            run({"channel": "slack", "url": slack.url, "message": "x"}, make_ctx(services=services))
+        assert not caught.value.retryable and len(slack.requests) == 1
+
+
+def smtp_credential(session, settings, workspace, peer, name="mail", **overrides):
+    options = {
+        "host": "127.0.0.1",
+        "port": peer.port,
+        "tls": peer.tls,
+        "username": "mailer",
+        "fromAddress": "conveyor@example.com",
+        "verifyTls": False,
+        **overrides,
+    }
+    password = overrides.pop("password", "s3cret-pw")
+    add_credential(
+        session,
+        settings,
+        workspace,
+        name,
+        "smtp",
+        {"password": password},
+        {k: v for k, v in options.items() if k != "password"},
+    )
+
+
+@pytest.mark.parametrize("tls", ["starttls", "ssl", "none"])
+def test_email_over_each_tls_mode(services, session, settings, workspace, tls):
+    with SmtpPeer(tls=tls) as peer:
+        smtp_credential(session, settings, workspace, peer)
+        ctx = make_ctx({"title": "Hat"}, services=services)
+        config = {
+            "channel": "email",
+            "credential": "mail",
+            "to": ["a@example.com", "b@example.com"],
+            "subject": "New: {{ entity.data.title }}",
+            "message": "{{ entity.data.title }} is live.",
+        }
+        assert run(config, ctx).output == {"channel": "email", "delivered": True}
+    assert peer.logins == ["mailer"]
+    [message] = peer.messages
+    assert message["from"] == "conveyor@example.com"
+    assert message["to"] == ["a@example.com", "b@example.com"]
+    assert (message["subject"], message["body"]) == ("New: Hat", "Hat is live.")
+    assert message["message_id"].endswith("@conveyor.invalid>")
+    assert "s3cret-pw" in services.secrets()
+
+
+def test_email_login_refused(services, session, settings, workspace):
+    with SmtpPeer(tls="starttls") as peer:
+        smtp_credential(session, settings, workspace, peer, password="wrong")
+        with pytest.raises(StepError, match="refused the login") as caught:
+            run(
+                {"channel": "email", "credential": "mail", "to": ["a@example.com"], "message": "x"},
+                make_ctx(services=services),
+            )
+    assert not caught.value.retryable and peer.messages == []
+
+
+def test_email_checks_certificates_by_default(services, session, settings, workspace):
+    with SmtpPeer(tls="ssl") as peer:
+        smtp_credential(session, settings, workspace, peer, verifyTls=True)
+        with pytest.raises(StepError, match="TLS failed"):
+            run(
+                {"channel": "email", "credential": "mail", "to": ["a@example.com"], "message": "x"},
+                make_ctx(services=services),
+            )
+
+
+def test_email_server_down_is_transient(services, session, settings, workspace):
+    with SmtpPeer(tls="none") as peer:
+        port = peer.port
+    add_credential(
+        session,
+        settings,
+        workspace,
+        "gone",
+        "smtp",
+        {},
+        {"host": "127.0.0.1", "port": port, "tls": "none", "fromAddress": "a@example.com"},
+    )
+    with pytest.raises(TransientError, match="could not connect"):
+        run(
+            {"channel": "email", "credential": "gone", "to": ["a@example.com"], "message": "x"},
+            make_ctx(services=services),
+        )
+
+
+def test_email_to_a_private_host_needs_the_allow_list(app, settings, session, workspace):
+    strict = fast_services(runtime_for(app, settings, allow=()), workspace)
+    with SmtpPeer(tls="none") as peer:
+        smtp_credential(session, settings, workspace, peer)
+        with pytest.raises(StepError, match="refusing to connect"):
+            run(
+                {"channel": "email", "credential": "mail", "to": ["a@example.com"], "message": "x"},
+                make_ctx(services=strict),
+            )
+    assert peer.messages == []
+
+
+def test_config_is_checked():
+    import marshmallow as ma
+
+    with pytest.raises(ma.ValidationError):
+        notify.Config().load({"channel": "email", "message": "x", "to": ["a@example.com"]})
+    with pytest.raises(ma.ValidationError):
+        notify.Config().load({"channel": "slack", "message": "x"})

@@ -1,0 +1,136 @@
+"""``publish``: mark published; deliver to a Standard Webhooks receiver at most once per key."""
+
+from __future__ import annotations
+
+import pytest
+
+from steps import publish
+from steps.errors import OutboundRefused, StepError, TransientError
+from tests.peers import WebhookReceiver, new_webhook_secret
+from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
+
+
+@pytest.fixture
+def secret():
+    return new_webhook_secret()
+
+
+@pytest.fixture
+def receiver(secret):
+    with WebhookReceiver(secret) as peer:
+        yield peer
+
+
+@pytest.fixture
+def workspace(keys):
+    return keys.workspace.id
+
+
+@pytest.fixture
+def services(app, settings, session, workspace, secret):
+    add_credential(session, settings, workspace, "hook", "webhook", {"secret": secret})
+    add_credential(session, settings, workspace, "oa", "openai", {"apiKey": "sk-x"})
+    return fast_services(runtime_for(app, settings), workspace)
+
+
+def run(config, ctx):
+    return publish.run(publish.Config().load(config), ctx)
+
+
+def test_without_a_target_it_only_marks_the_entity():
+    ctx = make_ctx({"title": "Hat"}, version=4)
+    result = run({}, ctx)
+    assert (ctx.entity.status, ctx.entity.published) == ("published", True)
+    assert result.output == {"publishedVersion": 5, "delivery": None}
+
+
+def test_delivery_is_signed_and_keyed(services, receiver):
+    ctx = make_ctx({"title": "Hat"}, version=2, services=services)
+    target = {"url": receiver.url + "/in", "credential": "hook", "headers": {"X-Team": "web"}}
+    result = run({"target": target}, ctx)
+    assert result.output == {"publishedVersion": 3, "delivery": {"statusCode": 200}}
+    assert receiver.rejected == 0 and receiver.ids == {"run_1:ent_1:step_1": 1}
+    delivery = receiver.deliveries[0]
+    assert delivery["headers"]["idempotency-key"] == "run_1:ent_1:step_1"
+    assert delivery["headers"]["x-team"] == "web"
+    assert delivery["headers"]["webhook-signature"].startswith("v1,")
+    event = delivery["json"]
+    assert event["type"] == "entity.published"
+    assert event["data"]["entity"] == {
+        "id": "ent_1",
+        "data": {"title": "Hat"},
+        "status": "published",
+        "version": 2,
+        "publishedVersion": 3,
+    }
+    assert event["data"]["run"] == {"id": "run_1", "workflowId": "wf_1"}
+
+
+def test_a_resumed_step_reuses_its_key_so_the_receiver_dedupes(services, receiver):
+    target = {"url": receiver.url, "credential": "hook"}
+    for _ in range(3):  # the step re-run after a worker died mid-step
+        run({"target": target}, make_ctx(services=services))
+    run({"target": target}, make_ctx(services=services, entity_id="ent_2"))
+    assert receiver.ids == {"run_1:ent_1:step_1": 3, "run_1:ent_2:step_1": 1}
+    assert receiver.unique_ids == 2
+
+
+def test_receiver_errors_are_retried_with_the_same_key(services, receiver):
+    receiver.fail_first = 2
+    result = run(
+        {"target": {"url": receiver.url, "credential": "hook"}}, make_ctx(services=services)
+    )
+    assert result.output["delivery"] == {"statusCode": 200}
+    assert receiver.statuses == {500: 2, 200: 1}
+    assert {r["headers"]["webhook-id"] for r in receiver.requests} == {"run_1:ent_1:step_1"}
+
+
+def test_a_receiver_that_stays_down_is_a_transient_error(services, receiver):
+    receiver.fail_first = 10
+    with pytest.raises(TransientError, match="answered 500") as caught:
+        run({"target": {"url": receiver.url, "credential": "hook"}}, make_ctx(services=services))
+    assert "after 3 attempts" in caught.value.message
+
+
+def test_a_4xx_fails_at_once(services, receiver):
+    receiver.status = 410
+    with pytest.raises(StepError, match="answered 410") as caught:
+        run({"target": {"url": receiver.url, "credential": "hook"}}, make_ctx(services=services))
+    assert not caught.value.retryable
+    assert len(receiver.requests) == 1
+
+
+def test_a_wrong_secret_is_refused_by_the_receiver(
+    services, receiver, session, settings, workspace
+):
+    add_credential(
+        session, settings, workspace, "other", "webhook", {"secret": new_webhook_secret()}
+    )
+    with pytest.raises(StepError, match="answered 401"):
+        run({"target": {"url": receiver.url, "credential": "other"}}, make_ctx(services=services))
+    assert receiver.rejected == 1
+
+
+def test_nobody_listening_is_transient(services):
+    with pytest.raises(TransientError, match="could not connect"):
+        run({"target": {"url": "http://127.0.0.1:9/"}}, make_ctx(services=services))
+
+
+def test_credential_of_another_type_is_refused(services, receiver):
+    with pytest.raises(StepError, match="not 'webhook'"):
+        run({"target": {"url": receiver.url, "credential": "oa"}}, make_ctx(services=services))
+
+
+def test_private_targets_need_the_allow_list(app, settings, workspace, receiver, services):
+    strict = fast_services(runtime_for(app, settings, allow=()), workspace)
+    for url in (receiver.url, "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data"):
+        with pytest.raises(OutboundRefused):
+            run({"target": {"url": url}}, make_ctx(services=strict))
+    assert receiver.requests == []
+
+
+def test_redirects_to_private_addresses_are_refused(app, settings, workspace, receiver):
+    services = fast_services(runtime_for(app, settings, allow=("127.0.0.1",)), workspace)
+    receiver.redirect_to = "http://169.254.169.254/latest/meta-data"
+    with pytest.raises(OutboundRefused, match="169.254.169.254"):
+        run({"target": {"url": receiver.url}}, make_ctx(services=services))
