@@ -76,6 +76,7 @@ class ThreadQueue:
 
         self.runtime = Runtime(settings, get_engine(settings.database_url), self)
         self.sweeper_stop: threading.Event | None = None
+        self.scheduler_stop: threading.Event | None = None
 
         def work() -> None:
             install(self.runtime, thread_only=True)
@@ -112,8 +113,9 @@ class ThreadQueue:
     def shutdown(self) -> None:
         """Stop the threads after the tasks in hand."""
         self._stopping.set()
-        if self.sweeper_stop is not None:
-            self.sweeper_stop.set()
+        for stop in (self.sweeper_stop, self.scheduler_stop):
+            if stop is not None:
+                stop.set()
         for _ in self._threads:
             self._tasks.put(None)
         for thread in self._threads:
@@ -139,6 +141,23 @@ def init_app(app: Flask) -> None:
     install(Runtime(settings, get_engine(settings.database_url), task_queue))
     if isinstance(task_queue, ThreadQueue) and app.config.get("EMBEDDED_SWEEPER", True):
         task_queue.sweeper_stop = start_sweeper_thread(task_queue.runtime)
+    if isinstance(task_queue, ThreadQueue) and app.config.get("EMBEDDED_SCHEDULER", True):
+        task_queue.scheduler_stop = _start_scheduler_thread(task_queue.runtime)
+
+
+def _start_scheduler_thread(rt: Any) -> threading.Event:
+    """The embedded default runs the cron scheduler in-process, like its worker threads."""
+    from jobs.runtime import install
+    from jobs.scheduler import run_scheduler
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        install(rt, thread_only=True)
+        run_scheduler(rt, stop, interval_seconds=5)
+
+    threading.Thread(target=loop, name="conveyor-scheduler", daemon=True).start()
+    return stop
 
 
 def get_queue(app: Flask | None = None) -> TaskQueue:

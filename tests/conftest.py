@@ -93,7 +93,15 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Flask]:
     """The Conveyor app on the test database."""
-    application = create_app({"CONVEYOR": settings, "AUTO_MIGRATE": False, "TESTING": True})
+    application = create_app(
+        {
+            "CONVEYOR": settings,
+            "AUTO_MIGRATE": False,
+            "TESTING": True,
+            # Tests drive the scheduler with an injected clock, never a live thread.
+            "EMBEDDED_SCHEDULER": False,
+        }
+    )
     yield application
     from jobs import queue
 

@@ -152,7 +152,9 @@ def queue_dispatch(queue: TaskQueue, run: Run) -> None:
         queue.enqueue("jobs.dispatch.dispatch_run", run.id)
 
 
-def get_run(*, session: Session, workspace_id: str, run_id: str, workflow_id: str | None = None) -> Run:
+def get_run(
+    *, session: Session, workspace_id: str, run_id: str, workflow_id: str | None = None
+) -> Run:
     """The run, or 404 (also for another workspace's, or another workflow's)."""
     run = session.get(Run, run_id)
     if run is None or run.workspace_id != workspace_id:
@@ -168,9 +170,7 @@ def cancel_run(*, session: Session, run: Run) -> Run:
         raise Conflict(f"The run is already {run.status}.")
     now = now_ms()
     # Lock the run row so cancel and claims/finalize serialise.
-    locked = session.execute(
-        select(Run).where(Run.id == run.id).with_for_update()
-    ).scalar_one()
+    locked = session.execute(select(Run).where(Run.id == run.id).with_for_update()).scalar_one()
     if locked.status in TERMINAL:
         raise Conflict(f"The run is already {locked.status}.")
     if locked.status == "pending":
