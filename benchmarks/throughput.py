@@ -238,7 +238,8 @@ def main() -> None:
     print(f"POST .../run with {args.post_ids:,} ids: {post_seconds:.3f} s (target < 1 s)")
     print(
         f"worker peak RSS (MiB) after the {args.entities:,}-entity run: "
-        f"{', '.join(f'{r:.0f}' for r in rss_after_small)}; after the {args.post_ids:,}-entity run: "
+        f"{', '.join(f'{r:.0f}' for r in rss_after_small)}; "
+        f"after the {args.post_ids:,}-entity run: "
         f"{', '.join(f'{r:.0f}' for r in rss_after_big)}"
     )
 
