@@ -187,6 +187,7 @@ class _ProviderPeer(HttpPeer):
             SlidingWindowLimit(requests_per_minute, window_seconds) if requests_per_minute else None
         )
         self.completions = 0
+        self.completed_at: list[float] = []  # time.monotonic() of each successful answer
         self.rate_limited = 0
         super().__init__()
 
@@ -260,6 +261,7 @@ class OpenAIPeer(_ProviderPeer):
         prompt_tokens = sum(_words(str(m.get("content"))) for m in request["messages"])
         with self.lock:
             self.completions += 1
+            self.completed_at.append(time.monotonic())
         return _json_reply(
             200,
             {
@@ -334,6 +336,7 @@ class AnthropicPeer(_ProviderPeer):
         )
         with self.lock:
             self.completions += 1
+            self.completed_at.append(time.monotonic())
         return _json_reply(
             200,
             {

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete
+from sqlmodel import Session
 
 from app.models import Credential, Run
 from app.redaction import RedactingFilter, install_log_redaction
@@ -20,7 +27,7 @@ from jobs.services import (
 )
 from steps.clients.ratelimit import LocalRateLimiter, RedisRateLimiter
 from steps.errors import StepError
-from tests.conftest import make_entities, make_entity_type, make_workflow
+from tests.conftest import PG_URL, REDIS_URL, Keys, make_entities, make_entity_type, make_workflow
 from tests.jobs.test_run_engine import wait_for_run
 from tests.peers import OpenAIPeer, SmtpPeer, WebhookReceiver, new_webhook_secret
 from tests.steps.support import add_credential, runtime_for
@@ -269,3 +276,82 @@ def test_a_run_generates_publishes_and_summarises(client, keys, session, setting
             time.sleep(0.05)
     assert len(slack.deliveries) == 1
     assert "6 completed, 0 failed" in slack.deliveries[0]["json"]["text"]
+
+
+@pytest.mark.services
+@pytest.mark.skipif(
+    os.environ.get("CONVEYOR_TEST_SERVICES") != "1" or not PG_URL,
+    reason="needs CONVEYOR_TEST_SERVICES=1 and CONVEYOR_TEST_DATABASE_URL (PostgreSQL)",
+)
+def test_publish_killed_mid_step_and_resumed_delivers_each_entity_once(settings):
+    """A worker is SIGKILLed while a publish is in flight; another resumes the run; the
+    receiver, deduping on webhook-id, sees every entity exactly once."""
+    from app import create_app
+    from jobs import queue
+
+    settings = dataclasses.replace(settings, redis_url=REDIS_URL)
+    application = create_app(
+        {"CONVEYOR": settings, "AUTO_MIGRATE": False, "TESTING": True, "EMBEDDED_SWEEPER": False}
+    )
+    client = application.test_client()
+    session = Session(application.extensions["conveyor.engine"], expire_on_commit=False)
+    keys = Keys(session)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": REDIS_URL,
+        "CONVEYOR_SECRET_KEY": settings.secret_keys[0],
+        "CONVEYOR_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+        "CONVEYOR_LEASE_SECONDS": "3",
+        "CONVEYOR_SWEEP_SECONDS": "1",
+    }
+    command = [str(Path(sys.executable).parent / "conveyor"), "worker"]
+    workers: list[subprocess.Popen[bytes]] = []
+    secret = new_webhook_secret()
+    try:
+        with WebhookReceiver(secret) as receiver:
+            receiver.delay = 0.2  # deliveries in flight long enough to be killed mid-step
+            add_credential(
+                session, settings, keys.workspace.id, "hook", "webhook", {"secret": secret}
+            )
+            entity_type = make_entity_type(client, keys)
+            entities = make_entities(client, keys, entity_type["id"], 30)
+            steps = [
+                {
+                    "id": "pub",
+                    "type": "publish",
+                    "config": {"target": {"url": receiver.url, "credential": "hook"}},
+                }
+            ]
+            workflow = make_workflow(client, keys, entity_type["id"], steps)
+            workers.append(subprocess.Popen([*command, "--name", f"a-{uuid.uuid4()}"], env=env))
+            response = client.post(
+                f"/api/v1/workflows/{workflow['id']}/run",
+                json={"entityIds": [e["id"] for e in entities]},
+                headers=keys.header("executor"),
+            )
+            run_id = response.json["runId"]
+            deadline = time.monotonic() + 60
+            while len(receiver.requests) < 8 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)  # the next delivery is now inside the receiver's delay
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait()
+            workers.append(subprocess.Popen([*command, "--name", f"b-{uuid.uuid4()}"], env=env))
+            run = wait_for_run(client, keys, workflow["id"], run_id, timeout=90)
+            attempts = sum(receiver.ids.values())
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+        queue.shutdown_app(application)
+        session.close()
+    assert run["status"] == "completed", run
+    assert run["progress"]["completed"] == 30
+    assert receiver.rejected == 0
+    assert set(receiver.ids) == {f"{run_id}:{e['id']}:pub" for e in entities}
+    assert attempts >= 30  # a re-sent delivery (same webhook-id) is deduped by the receiver
