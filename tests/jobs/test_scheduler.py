@@ -156,7 +156,13 @@ class Harness:
 def app(settings):
     """The app without its embedded sweeper, so the runs the scheduler starts stay pending."""
     application = create_app(
-        {"CONVEYOR": settings, "AUTO_MIGRATE": False, "TESTING": True, "EMBEDDED_SWEEPER": False}
+        {
+            "CONVEYOR": settings,
+            "AUTO_MIGRATE": False,
+            "TESTING": True,
+            "EMBEDDED_SWEEPER": False,
+            "EMBEDDED_SCHEDULER": False,
+        }
     )
     yield application
     queue.shutdown_app(application)

@@ -56,7 +56,13 @@ TRIGGERS = [
 def app(settings):
     """The app without its embedded sweeper, so the runs the schedulers start stay pending."""
     application = create_app(
-        {"CONVEYOR": settings, "AUTO_MIGRATE": False, "TESTING": True, "EMBEDDED_SWEEPER": False}
+        {
+            "CONVEYOR": settings,
+            "AUTO_MIGRATE": False,
+            "TESTING": True,
+            "EMBEDDED_SWEEPER": False,
+            "EMBEDDED_SCHEDULER": False,
+        }
     )
     yield application
     queue.shutdown_app(application)
