@@ -21,7 +21,7 @@ from app.config import Settings
 from app.crypto import MissingSecretKey, SecretBox
 from app.errors import ConveyorError
 from app.models import JobLog, Run, Workflow
-from app.redaction import redact_text, remember_secrets
+from app.redaction import install_log_redaction, redact_text, remember_secrets
 from jobs.runtime import Runtime
 from steps.base import StepContext
 from steps.clients import ResolvedCredential, mail, notifiers, webhooks
@@ -250,6 +250,7 @@ def _remaining(ctx: StepContext | None) -> Callable[[], float]:
 def build_services(runtime: Runtime, workspace_id: str, run_id: str) -> StepServices:
     """The services of one chunk: credentials are loaded lazily, clients are shared."""
     settings = runtime.settings
+    install_log_redaction()  # credential values loaded below never reach the process's logs
     policy = OutboundPolicy(tuple(settings.outbound_allow_hosts))
     credentials = CredentialStore(runtime, workspace_id)
     llm = LLMGateway(

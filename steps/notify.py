@@ -8,6 +8,7 @@ import marshmallow as ma
 
 from steps import templating
 from steps.base import StepContext, StepResult
+from steps.errors import StepError
 from steps.fields import StepConfig, Template
 
 NAME = "notify"
@@ -51,5 +52,7 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     variables = ctx.variables()
     message = templating.render(config["message"], variables)
     subject = templating.render(config["subject"], variables) if config.get("subject") else None
+    if not hasattr(ctx.services, "notify"):
+        raise StepError("notifications are not available in this worker")
     ctx.services.notify(config, message=message, subject=subject, ctx=ctx)
     return StepResult(output={"channel": config["channel"], "delivered": True})

@@ -7,6 +7,7 @@ from typing import Any
 import marshmallow as ma
 
 from steps.base import StepContext, StepResult
+from steps.errors import StepError
 from steps.fields import StepConfig
 
 NAME = "publish"
@@ -53,5 +54,7 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     ctx.entity.published = True
     delivery = None
     if config.get("target"):
+        if not hasattr(ctx.services, "deliver"):
+            raise StepError("publish targets are not available in this worker")
         delivery = ctx.services.deliver(config["target"], ctx)
     return StepResult(output={"publishedVersion": ctx.entity.version + 1, "delivery": delivery})

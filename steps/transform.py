@@ -81,7 +81,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set) or hasattr(value, "__next__"):
-        items = []
+        items: list[Any] = []
         for item in value:
             if len(items) >= templating.MAX_RANGE:
                 raise TemplateError(f"a list over {templating.MAX_RANGE} items")

@@ -90,9 +90,8 @@ def _connect(settings: SmtpSettings, policy: OutboundPolicy) -> smtplib.SMTP:
     else:
         client = _GuardedSMTP(timeout=settings.timeout)
     client.policy = policy  # type: ignore[attr-defined]
-    client._host = (
-        settings.host
-    )  # STARTTLS checks the certificate against it; connect() does not set it
+    # STARTTLS checks the certificate against _host, which connect() does not set.
+    client._host = settings.host  # type: ignore[union-attr]
     try:
         client.connect(settings.host, settings.port)
         client.ehlo()

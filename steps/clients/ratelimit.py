@@ -15,10 +15,15 @@ Tokens are booked from an estimate before the call and settled with the real usa
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from steps.errors import TransientError
+
+log = logging.getLogger(__name__)
 
 SAFETY_MARGIN = 0.01
 KEY_PREFIX = "conveyor:ratelimit"
@@ -127,23 +132,40 @@ class RedisRateLimiter:
 
     def reserve(self, bucket: str, limits: Limits, *, tokens: int, max_wait: float) -> Reservation:
         """Book the next slot in Redis (atomically, on Redis' clock)."""
+        from redis import RedisError
+
         request_interval, token_interval = limits.intervals()
-        granted, wait = self._reserve(
-            keys=_keys(bucket),
-            args=[request_interval, token_interval, max(0, tokens), int(max_wait * MICROS)],
-        )
+        try:
+            granted, wait = self._reserve(
+                keys=_keys(bucket),
+                args=[request_interval, token_interval, max(0, tokens), int(max_wait * MICROS)],
+            )
+        except RedisError as exc:
+            raise TransientError(
+                f"the shared rate limiter (Redis) is not reachable: {exc}"
+            ) from exc
         return Reservation(bool(granted), max(0, int(wait)) / MICROS)
 
     def settle(self, bucket: str, limits: Limits, *, extra_tokens: int) -> None:
         """Move the token booking by the difference between real and estimated usage."""
+        from redis import RedisError
+
         _, token_interval = limits.intervals()
         if token_interval and extra_tokens:
-            self._settle(keys=_keys(bucket)[1:2], args=[extra_tokens * token_interval])
+            try:
+                self._settle(keys=_keys(bucket)[1:2], args=[extra_tokens * token_interval])
+            except RedisError as exc:  # best effort: the next reservation still paces
+                log.warning("rate limiter: could not settle tokens of %s: %s", bucket, exc)
 
     def block(self, bucket: str, seconds: float) -> None:
         """Hold the bucket until ``seconds`` from now (never shortens a longer hold)."""
+        from redis import RedisError
+
         if seconds > 0:
-            self._block(keys=_keys(bucket)[2:3], args=[int(seconds * MICROS)])
+            try:
+                self._block(keys=_keys(bucket)[2:3], args=[int(seconds * MICROS)])
+            except RedisError as exc:  # best effort: this worker still waits out its retry
+                log.warning("rate limiter: could not hold %s: %s", bucket, exc)
 
 
 class LocalRateLimiter:

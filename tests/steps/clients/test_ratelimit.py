@@ -119,3 +119,13 @@ def test_the_same_script_runs_on_fakeredis():
     assert limiter.reserve("b", limits, tokens=0, max_wait=5).wait == pytest.approx(
         interval(60), abs=0.05
     )
+
+
+def test_an_unreachable_redis_is_a_transient_error_not_a_crash():
+    from steps.errors import TransientError
+
+    limiter = RedisRateLimiter(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=1))
+    with pytest.raises(TransientError, match="rate limiter"):
+        limiter.reserve("b", Limits(requests_per_minute=60), tokens=0, max_wait=5)
+    limiter.settle("b", Limits(tokens_per_minute=60), extra_tokens=5)  # best effort: no raise
+    limiter.block("b", 1)
