@@ -41,9 +41,6 @@ class ProviderSettings(Schema):
 
 class OpenAISettings(ProviderSettings):
     organization = ma.fields.String(load_default=None)
-    model = ma.fields.String(
-        load_default=None, metadata={"description": "model named by the credential test"}
-    )
 
 
 class AnthropicSettings(ProviderSettings):
