@@ -63,7 +63,9 @@ def get_step_type(name: str) -> Any:
     return module
 
 
-_converter = OpenAPIConverter(openapi_version="3.0.3", schema_name_resolver=lambda s: None, spec=None)
+_converter = OpenAPIConverter(
+    openapi_version="3.0.3", schema_name_resolver=lambda s: None, spec=None
+)
 
 
 def config_json_schema(name: str) -> dict[str, Any]:
