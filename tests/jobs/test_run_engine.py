@@ -9,8 +9,16 @@ import pytest
 from tests.conftest import make_entities, make_entity_type, make_workflow
 
 STEPS = [
-    {"id": "shape", "type": "transform", "config": {"set": {"slug": "{{ entity.data.title | lower | replace(' ', '-') }}"}}},
-    {"id": "check", "type": "validate", "config": {"rules": [{"field": "price", "required": True}]}},
+    {
+        "id": "shape",
+        "type": "transform",
+        "config": {"set": {"slug": "{{ entity.data.title | lower | replace(' ', '-') }}"}},
+    },
+    {
+        "id": "check",
+        "type": "validate",
+        "config": {"rules": [{"field": "price", "required": True}]},
+    },
     {"id": "cheap", "type": "condition", "config": {"if": "entity.data.price < 5", "then": "stop"}},
     {"id": "pub", "type": "publish", "config": {}},
 ]
@@ -41,7 +49,13 @@ def test_run_completes_with_exact_progress(client, keys):
     assert response.status_code == 202, response.json
     run = wait_for_run(client, keys, workflow["id"], response.json["runId"])
     assert run["status"] == "completed"
-    assert run["progress"] == {"total": 20, "completed": 20, "failed": 0, "cancelled": 0, "pending": 0}
+    assert run["progress"] == {
+        "total": 20,
+        "completed": 20,
+        "failed": 0,
+        "cancelled": 0,
+        "pending": 0,
+    }
     items = client.get(
         f"/api/v1/workflows/{workflow['id']}/runs/{run['id']}/items?limit=100",
         headers=keys.header("viewer"),
