@@ -10,7 +10,9 @@ from app.ids import new_id
 from app.models import ApiKey, Workspace
 
 
-def create_api_key(*, session: Session, workspace_id: str, name: str, role: str) -> tuple[ApiKey, str]:
+def create_api_key(
+    *, session: Session, workspace_id: str, name: str, role: str
+) -> tuple[ApiKey, str]:
     """A new key; the full key is returned once and only its hash is stored."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
