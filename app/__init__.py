@@ -31,8 +31,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    from app import db, migrate, operations
     from app import api as api_module
+    from app import db, migrate, operations
     from jobs import queue
 
     if settings.database_url.startswith("sqlite") and app.config.get("AUTO_MIGRATE", True):

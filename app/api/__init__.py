@@ -69,7 +69,8 @@ class Api(flask_smorest.Api):
                 payload["message"] = " ".join(payload["errors"]["_schema"])
             if code == 422 and payload["message"] == error.description:
                 payload["message"] = "The request is not valid: " + "; ".join(
-                    f"{path}: {' '.join(msgs)}" for path, msgs in list(payload["errors"].items())[:5]
+                    f"{path}: {' '.join(msgs)}"
+                    for path, msgs in list(payload["errors"].items())[:5]
                 )
         else:
             payload["errors"] = {}
