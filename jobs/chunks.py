@@ -1,11 +1,17 @@
 """Process a run in chunks: claim entities, walk them step by step, checkpoint in bulk.
 
 A *lane* is a chain of ``process_lane`` jobs for one run. Each job claims a chunk of
-pending items (never more than ``settings.concurrency`` in flight for the run), runs them
-through the workflow one step at a time for the whole chunk, and checkpoints every item
-after every step in one transaction. Progress counters move in the same transaction as
-the items' final states, guarded by the claim token, so they are exact. After a short
-time slice the lane re-queues itself, so several runs share the workers fairly.
+pending items (never more than ``settings.concurrency`` in flight for the run) and runs
+them through the workflow one step at a time for the whole chunk. Progress is written in
+bulk *checkpoints*: one transaction that saves the items, the finished entities and the
+run's counters together, guarded by the claim token, so the counts are exact.
+
+A chunk checkpoints before and after every side-effect step (``ai_generate``,
+``publish``, ``notify``), at least every ``CHECKPOINT_SECONDS`` of pure steps, and when
+it ends. Pure steps (``transform``, ``validate``, ``condition``) change nothing outside
+the working copy, so a worker that dies between checkpoints costs only their re-run;
+a finished side effect is never repeated. After a short time slice the lane re-queues
+itself, so several runs share the workers fairly.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from app.ids import now_ms
 from app.models import Entity, EntityType, JobLog, Run, RunItem, Workflow
 from app.redaction import redact
 from jobs import merge, runtime
+from jobs.bulk import bulk_update
 from jobs.finalize import finalize_run
 from steps.base import EntityState
 from steps.pipeline import SIDE_EFFECT_TYPES, EntityProgress, RunInfo, run_step
@@ -30,6 +37,8 @@ from steps.pipeline import SIDE_EFFECT_TYPES, EntityProgress, RunInfo, run_step
 log = logging.getLogger(__name__)
 
 LANE_SLICE_SECONDS = 2.0
+CHECKPOINT_SECONDS = 1.0  # pure steps are saved at least this often
+CANCEL_POLL_SECONDS = 0.5  # between checkpoints, how often a chunk asks if it was cancelled
 
 
 @dataclass
@@ -57,16 +66,20 @@ class Chunk:
     info: RunInfo
     items: list[Item] = field(default_factory=list)
     lease_extended_at: float = field(default_factory=time.monotonic)
+    cancel_checked_at: float = field(default_factory=time.monotonic)
+    cancel_requested: bool = False
 
 
 def process_lane(run_id: str) -> None:
     """RQ job: process chunks of ``run_id`` for a time slice, then re-queue or finalize."""
     rt = runtime.current()
     slice_ends = time.monotonic() + LANE_SLICE_SECONDS
+    info: RunInfo | None = None
     while True:
-        chunk = claim_chunk(rt, run_id)
+        chunk = claim_chunk(rt, run_id, info)
         if chunk is None:
             break
+        info = chunk.info
         execute_chunk(rt, chunk)
         if time.monotonic() > slice_ends:
             rt.queue.enqueue("jobs.chunks.process_lane", run_id)
@@ -75,8 +88,11 @@ def process_lane(run_id: str) -> None:
         finalize_run(session, run_id)
 
 
-def claim_chunk(rt: runtime.Runtime, run_id: str) -> Chunk | None:
-    """Claim up to a chunk of pending items, within the run's concurrency; None if none."""
+def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -> Chunk | None:
+    """Claim up to a chunk of pending items, within the run's concurrency; None if none.
+
+    ``info`` is the run's pinned workflow from an earlier chunk of the same lane.
+    """
     with rt.session() as session:
         run = session.execute(
             select(Run).where(Run.id == run_id).with_for_update()
@@ -106,7 +122,7 @@ def claim_chunk(rt: runtime.Runtime, run_id: str) -> Chunk | None:
             return None
         token = uuid.uuid4().hex
         now = now_ms()
-        session.execute(
+        rows = session.execute(
             update(RunItem)
             .where(RunItem.run_id == run_id, RunItem.seq.in_(seqs))
             .values(
@@ -116,43 +132,59 @@ def claim_chunk(rt: runtime.Runtime, run_id: str) -> Chunk | None:
                 attempts=RunItem.attempts + 1,
                 started_at=func.coalesce(RunItem.started_at, now),
             )
-        )
+            .returning(
+                RunItem.seq,
+                RunItem.entity_id,
+                RunItem.state,
+                RunItem.next_step,
+                RunItem.step_results,
+                RunItem.started_at,
+            )
+        ).all()
         session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
-        rows = (
-            session.execute(select(RunItem).where(RunItem.run_id == run_id, RunItem.seq.in_(seqs)))
-            .scalars()
-            .all()
-        )
-        workflow = session.get(Workflow, run.workflow_id)
-        entity_type = session.get(EntityType, workflow.entity_type_id) if workflow else None
-        info = RunInfo(
-            run={
-                "id": run.id,
-                "workflowId": run.workflow_id,
-                "trigger": {"type": run.trigger_type, "triggerId": run.trigger_id},
-            },
-            steps=run.steps,
-            settings=run.settings or {},
-            input=run.input,
-            entity_schema=entity_type.schema_ if entity_type else None,
-        )
+        if info is None:
+            info = _run_info(session, run)
         chunk = Chunk(run.id, run.job_id, run.workspace_id, token, info)
-        items = _load_items(session, list(rows))
+        session.commit()  # the run's row lock is held only while claiming
+        chunk.items = _load_items(session, sorted(rows, key=lambda r: r.seq))
         session.commit()
-    chunk.items = items
     return chunk
 
 
-def _load_items(session: Session, rows: list[RunItem]) -> list[Item]:
+def _run_info(session: Session, run: Run) -> RunInfo:
+    """What the steps need to know of the run: its pinned steps, settings and schema."""
+    workflow = session.get(Workflow, run.workflow_id)
+    entity_type = session.get(EntityType, workflow.entity_type_id) if workflow else None
+    return RunInfo(
+        run={
+            "id": run.id,
+            "workflowId": run.workflow_id,
+            "trigger": {"type": run.trigger_type, "triggerId": run.trigger_id},
+        },
+        steps=run.steps,
+        settings=run.settings or {},
+        input=run.input,
+        entity_schema=entity_type.schema_ if entity_type else None,
+    )
+
+
+def _load_items(session: Session, rows: list[Any]) -> list[Item]:
     """Items with their working state: resumed from a checkpoint, or fresh from the entity."""
     fresh_ids = [r.entity_id for r in rows if not r.state]
     entities = (
-        {e.id: e for e in session.scalars(select(Entity).where(Entity.id.in_(fresh_ids)))}
+        {
+            e.id: e
+            for e in session.execute(
+                select(Entity.id, Entity.data, Entity.status, Entity.version).where(
+                    Entity.id.in_(fresh_ids)
+                )
+            )
+        }
         if fresh_ids
         else {}
     )
     items = []
-    for row in sorted(rows, key=lambda r: r.seq):
+    for row in rows:
         if row.state:
             state = row.state
             entity = EntityState(
@@ -172,8 +204,9 @@ def _load_items(session: Session, rows: list[RunItem]) -> list[Item]:
                 continue
             entity = EntityState(found.id, found.data, found.status, found.version)
             base, base_status, base_version = found.data, found.status, found.version
+        # Steps change a copy of the entity (see run_step), so ``base`` stays as loaded.
         progress = EntityProgress(
-            entity=entity.copy(), next_step=row.next_step, records=list(row.step_results or [])
+            entity=entity, next_step=row.next_step, records=list(row.step_results or [])
         )
         items.append(
             Item(
@@ -199,7 +232,7 @@ def _services(rt: runtime.Runtime, chunk: Chunk) -> Any:
 
 
 def execute_chunk(rt: runtime.Runtime, chunk: Chunk) -> None:
-    """Walk the chunk's items through the steps, checkpointing after each step."""
+    """Walk the chunk's items through the steps, checkpointing around side effects."""
     info = chunk.info
     services = _services(rt, chunk)
     timeout = float(info.settings.get("entity_timeout_seconds") or 0) or None
@@ -210,10 +243,9 @@ def execute_chunk(rt: runtime.Runtime, chunk: Chunk) -> None:
         else None
         for item in chunk.items
     }
-    # Items that could not start (deleted entity) are final at once.
-    ready = [i for i in chunk.items if i.progress.done]
-    if ready:
-        _checkpoint(rt, chunk, ready, services)
+    # Unsaved progress, by seq; items that could not start (deleted entity) are final at once.
+    unsaved = {i.seq: i for i in chunk.items if i.progress.done}
+    saved_at = time.monotonic()
     for index, step in enumerate(info.steps):
         group = [
             i
@@ -222,22 +254,32 @@ def execute_chunk(rt: runtime.Runtime, chunk: Chunk) -> None:
         ]
         if not group:
             continue
-        if _cancel_requested(rt, chunk.run_id):
+        side_effect = step["type"] in SIDE_EFFECT_TYPES
+        if side_effect:
+            _mark_started(rt, chunk, group, step, list(unsaved.values()), services)
+            unsaved.clear()
+            saved_at = time.monotonic()
+        elif time.monotonic() - chunk.cancel_checked_at > CANCEL_POLL_SECONDS:
+            _poll_cancel(rt, chunk)
+        if chunk.cancel_requested:
             active = [i for i in chunk.items if not i.lost and not i.progress.done]
             for item in active:
                 item.progress.status, item.progress.error = "cancelled", "run cancelled"
-            _checkpoint(rt, chunk, active, services)
+                unsaved[item.seq] = item
+            _checkpoint(rt, chunk, list(unsaved.values()), services)
             return
-        if step["type"] in SIDE_EFFECT_TYPES:
-            _mark_started(rt, chunk, group, step)
         for item in group:
             _run_one(rt, chunk, item, step, services, deadlines[item.seq])
-        _checkpoint(rt, chunk, group, services)
-    leftovers = [i for i in chunk.items if not i.lost and not i.progress.done]
-    for item in leftovers:  # ran past the last step without a final state
-        item.progress.status = "completed"
-    if leftovers:
-        _checkpoint(rt, chunk, leftovers, services)
+            unsaved[item.seq] = item
+        if side_effect or time.monotonic() - saved_at > CHECKPOINT_SECONDS:
+            _checkpoint(rt, chunk, list(unsaved.values()), services)
+            unsaved.clear()
+            saved_at = time.monotonic()
+    for item in chunk.items:  # ran past the last step without a final state
+        if not item.lost and not item.progress.done:
+            item.progress.status = "completed"
+            unsaved[item.seq] = item
+    _checkpoint(rt, chunk, list(unsaved.values()), services)
 
 
 def _run_one(
@@ -287,17 +329,17 @@ def _extend_lease_if_due(rt: runtime.Runtime, chunk: Chunk) -> None:
         session.commit()
 
 
-def _cancel_requested(rt: runtime.Runtime, run_id: str) -> bool:
-    """True once the run has been asked to stop."""
+def _poll_cancel(rt: runtime.Runtime, chunk: Chunk) -> None:
+    """Read whether the run has been asked to stop."""
     with rt.session() as session:
-        return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+        requested = session.scalar(select(Run.cancel_requested).where(Run.id == chunk.run_id))
+    chunk.cancel_requested = bool(requested)
+    chunk.cancel_checked_at = time.monotonic()
 
 
-def _mark_started(
-    rt: runtime.Runtime, chunk: Chunk, group: list[Item], step: dict[str, Any]
-) -> None:
-    """Record, before a side effect, that the step started (so a resume knows)."""
-    marker = {
+def _started_marker(step: dict[str, Any]) -> dict[str, Any]:
+    """The step record saved before a side effect, so a resumed entity knows it began."""
+    return {
         "stepId": step["id"],
         "type": step["type"],
         "status": "started",
@@ -306,13 +348,44 @@ def _mark_started(
         "durationMs": 0,
         "attempts": 0,
     }
+
+
+def _mark_started(
+    rt: runtime.Runtime,
+    chunk: Chunk,
+    group: list[Item],
+    step: dict[str, Any],
+    unsaved: list[Item],
+    services: Any,
+) -> None:
+    """Save, before a side effect, the unsaved progress and that the step started."""
+    marker = _started_marker(step)
     for item in group:
         if not (item.progress.records and item.progress.records[-1].get("status") == "started"):
             item.progress.records.append(dict(marker))
-    _checkpoint(rt, chunk, group, None, final=False)
+    seqs = {i.seq for i in group}
+    _checkpoint(rt, chunk, group + [i for i in unsaved if i.seq not in seqs], services)
+    _drop_started_markers(group, step)
+
+
+def _drop_started_markers(group: list[Item], step: dict[str, Any]) -> None:
+    """Take this session's started markers off again: the step's own record replaces them."""
+    marker = _started_marker(step)
     for item in group:
         if item.progress.records and item.progress.records[-1] == marker:
             item.progress.records.pop()
+
+
+def _redact_records(records: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
+    """Step records with secrets taken out of what steps produced (outputs and errors)."""
+    return [
+        {
+            **record,
+            "output": redact(record.get("output"), secrets),
+            "error": redact(record.get("error"), secrets),
+        }
+        for record in records
+    ]
 
 
 def _state(item: Item) -> dict[str, Any]:
@@ -328,78 +401,60 @@ def _state(item: Item) -> dict[str, Any]:
     }
 
 
-def _checkpoint(
-    rt: runtime.Runtime, chunk: Chunk, items: list[Item], services: Any, *, final: bool = True
-) -> None:
-    """Write items' progress, final entities and run counters in one transaction."""
+def _checkpoint(rt: runtime.Runtime, chunk: Chunk, items: list[Item], services: Any) -> None:
+    """Write items' progress, finished entities and run counters in one transaction.
+
+    Also reads whether the run was asked to stop, into ``chunk.cancel_requested``.
+    """
     if not items:
         return
     secrets = services.secrets() if services is not None and hasattr(services, "secrets") else []
     now = now_ms()
+    lease = now + rt.settings.lease_seconds * 1000
+    values = []
+    for item in items:
+        terminal = item.progress.done
+        values.append(
+            {
+                "status": item.progress.status if terminal else "running",
+                "next_step": item.progress.next_step,
+                "step_results": _redact_records(item.progress.records, secrets),
+                "state": None if terminal else _state(item),
+                "error": redact(item.progress.error, secrets) if item.progress.error else None,
+                "lease_expires_at": None if terminal else lease,
+                "claim_token": None if terminal else chunk.token,
+                "completed_at": now if terminal else None,
+            }
+        )
     with rt.session() as session:
-        held = dict(
-            session.execute(
-                select(RunItem.seq, RunItem.claim_token)
-                .where(RunItem.run_id == chunk.run_id, RunItem.seq.in_([i.seq for i in items]))
-                .with_for_update()
-            ).all()
+        # Only items this lane still holds are written: the claim token guards each row.
+        saved = set(
+            bulk_update(
+                session.connection(),
+                RunItem.__table__,
+                [{"seq": i.seq, "claim_token": chunk.token} for i in items],
+                values,
+                fixed={"run_id": chunk.run_id},
+                returning="seq",
+            )
         )
         mine = []
         for item in items:
-            if held.get(item.seq) == chunk.token:
+            if item.seq in saved:
                 mine.append(item)
             else:
                 item.lost = True  # the lease expired and another lane took it over
         if not mine:
             session.commit()
             return
-        done = [i for i in mine if final and i.progress.done]
+        done = [i for i in mine if i.progress.done]
         if done:
             _write_entities(session, done, now)
-        lease = now + rt.settings.lease_seconds * 1000
-        params = []
-        for item in mine:
-            terminal = final and item.progress.done
-            error = redact(item.progress.error, secrets) if item.progress.error else None
-            params.append(
-                {
-                    "b_run_id": chunk.run_id,
-                    "b_seq": item.seq,
-                    "status": item.progress.status if terminal else "running",
-                    "next_step": item.progress.next_step,
-                    "step_results": redact(item.progress.records, secrets),
-                    "state": _state(item),
-                    "error": error,
-                    "lease_expires_at": None if terminal else lease,
-                    "claim_token": None if terminal else chunk.token,
-                    "completed_at": now if terminal else None,
-                }
-            )
-        items_table = RunItem.__table__  # Core UPDATE: one executemany for the whole chunk
-        session.connection().execute(
-            update(items_table)
-            .where(
-                items_table.c.run_id == bindparam("b_run_id"),
-                items_table.c.seq == bindparam("b_seq"),
-            )
-            .values(
-                status=bindparam("status"),
-                next_step=bindparam("next_step"),
-                step_results=bindparam("step_results"),
-                state=bindparam("state"),
-                error=bindparam("error"),
-                lease_expires_at=bindparam("lease_expires_at"),
-                claim_token=bindparam("claim_token"),
-                completed_at=bindparam("completed_at"),
-            ),
-            params,
-        )
         counts = {"completed": 0, "failed": 0, "cancelled": 0}
-        tokens_in = tokens_out = 0
+        tokens_in = sum(i.progress.usage["inputTokens"] for i in mine)
+        tokens_out = sum(i.progress.usage["outputTokens"] for i in mine)
         for item in done:
             counts[item.progress.status] += 1
-            tokens_in += item.progress.usage["inputTokens"]
-            tokens_out += item.progress.usage["outputTokens"]
             if item.progress.status == "failed":
                 session.add(
                     JobLog(
@@ -411,7 +466,7 @@ def _checkpoint(
                         timestamp=now,
                     )
                 )
-        session.execute(
+        requested = session.execute(
             update(Run)
             .where(Run.id == chunk.run_id)
             .values(
@@ -422,9 +477,14 @@ def _checkpoint(
                 output_tokens=Run.output_tokens + tokens_out,
                 heartbeat_at=now,
             )
-        )
+            .returning(Run.cancel_requested)
+        ).scalar()
         session.commit()
-    _record_metrics(items)
+    for item in mine:  # token usage is counted once, by the checkpoint that saved it
+        item.progress.usage = {"inputTokens": 0, "outputTokens": 0}
+    chunk.cancel_requested = bool(requested)
+    chunk.cancel_checked_at = time.monotonic()
+    _record_metrics(done)
 
 
 def _failed_step(item: Item) -> str | None:
@@ -446,51 +506,62 @@ def _write_entities(session: Session, items: list[Item], now: int) -> None:
     ]
     if not changed:
         return
+    # Fast path: one guarded UPDATE for the entities nobody else wrote meanwhile.
+    for published in (False, True):
+        group = [i for i in changed if i.progress.entity.published is published]
+        if not group:
+            continue
+        values = []
+        for item in group:
+            value: dict[str, Any] = {
+                "data": item.progress.entity.data,
+                "status": item.progress.entity.status,
+                "version": item.base_version + 1,
+                "updated_at": now,
+            }
+            if published:
+                value |= {"published_at": now, "published_version": item.base_version + 1}
+            values.append(value)
+        written = set(
+            bulk_update(
+                session.connection(),
+                Entity.__table__,
+                [{"id": i.entity_id, "version": i.base_version} for i in group],
+                values,
+                returning="id",
+            )
+        )
+        changed = [i for i in changed if i.entity_id not in written]
+    if changed:
+        _merge_entities(session, changed, now)
+
+
+def _merge_entities(session: Session, items: list[Item], now: int) -> None:
+    """Save entities someone else changed while the run worked: apply only the run's edits."""
     current = {
-        e.id: e
-        for e in session.execute(
-            select(Entity).where(Entity.id.in_([i.entity_id for i in changed])).with_for_update()
-        ).scalars()
+        row.id: row
+        for row in session.execute(
+            select(Entity.id, Entity.data, Entity.status, Entity.version)
+            .where(Entity.id.in_([i.entity_id for i in items]))
+            .with_for_update()
+        )
     }
-    params = []
-    for item in changed:
+    for item in items:
         row = current.get(item.entity_id)
         if row is None:
             continue  # deleted while the run worked on it
         entity = item.progress.entity
-        if row.version == item.base_version:
-            data, status = entity.data, entity.status
-        else:
-            # Someone else wrote meanwhile: apply only what this run changed.
-            data = merge.merge(item.base, entity.data, row.data)
-            status = entity.status if entity.status != item.base_status else row.status
-        version = row.version + 1
-        params.append(
-            {
-                "b_id": row.id,
-                "data": data,
-                "status": status,
-                "version": version,
-                "updated_at": now,
-                "published_at": now if entity.published else row.published_at,
-                "published_version": version if entity.published else row.published_version,
-            }
-        )
-    if params:
-        entities_table = Entity.__table__
-        session.connection().execute(
-            update(entities_table)
-            .where(entities_table.c.id == bindparam("b_id"))
-            .values(
-                data=bindparam("data"),
-                status=bindparam("status"),
-                version=bindparam("version"),
-                updated_at=bindparam("updated_at"),
-                published_at=bindparam("published_at"),
-                published_version=bindparam("published_version"),
-            ),
-            params,
-        )
+        data = merge.merge(item.base, entity.data, row.data)
+        status = entity.status if entity.status != item.base_status else row.status
+        value: dict[str, Any] = {
+            "data": data,
+            "status": status,
+            "version": row.version + 1,
+            "updated_at": now,
+        }
+        if entity.published:
+            value |= {"published_at": now, "published_version": row.version + 1}
+        session.execute(update(Entity).where(Entity.id == row.id).values(**value))
 
 
 def _record_metrics(items: list[Item]) -> None:
