@@ -21,7 +21,7 @@ class Settings:
     redis_url: str | None
     secret_keys: tuple[str, ...] = ()
     max_content_length: int = 10 * 1024 * 1024
-    chunk_size: int = 200
+    chunk_size: int = 500
     lease_seconds: int = 60
     sweep_interval_seconds: int = 5
     embedded_worker_threads: int = 4
@@ -48,7 +48,7 @@ class Settings:
             redis_url=os.environ.get("REDIS_URL") or None,
             secret_keys=tuple(k.strip() for k in secret.split(",") if k.strip()),
             max_content_length=_int("CONVEYOR_MAX_BODY_BYTES", 10 * 1024 * 1024),
-            chunk_size=_int("CONVEYOR_CHUNK_SIZE", 200),
+            chunk_size=_int("CONVEYOR_CHUNK_SIZE", 500),
             lease_seconds=_int("CONVEYOR_LEASE_SECONDS", 60),
             sweep_interval_seconds=_int("CONVEYOR_SWEEP_SECONDS", 5),
             embedded_worker_threads=_int("CONVEYOR_WORKER_THREADS", 4),

@@ -86,7 +86,14 @@ def _recordset_update(
     record = ", ".join(f"{quote(field)} {_sql_type(table.c[col].type)}" for field, col in fields)
     sets = ", ".join(f"{quote(c)} = v.{quote('v_' + c)}" for c in value_names)
     conditions = [f"t.{quote(k)} = v.{quote('k_' + k)}" for k in key_names]
-    params: dict[str, Any] = {"rows": document}
+    # The first key column also goes in as an array the index can be searched with: joined
+    # to the recordset alone, the planner may scan the whole table (it guesses 100 rows).
+    lead = key_names[0]
+    conditions.append(
+        f"t.{quote(lead)} = ANY(CAST(ARRAY(SELECT jsonb_array_elements_text("
+        f"CAST(:lead AS jsonb))) AS {_sql_type(table.c[lead].type)}[]))"
+    )
+    params: dict[str, Any] = {"rows": document, "lead": json.dumps([k[lead] for k in keys])}
     for i, (name, value) in enumerate(fixed.items()):
         params[f"f{i}"] = value
         conditions.append(f"t.{quote(name)} = :f{i}")

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from app.ids import now_ms
 from app.models import Entity, EntityType, JobLog, Run, RunItem, Workflow
 from app.redaction import redact
-from jobs import merge, runtime
+from jobs import merge, metrics, runtime
 from jobs.bulk import bulk_update
 from jobs.finalize import finalize_run
 from steps.base import EntityState
@@ -53,6 +53,7 @@ class Item:
     base_version: int
     started_at: int
     lost: bool = False
+    observed: int = 0  # step records already counted in the metrics
 
 
 @dataclass
@@ -108,23 +109,18 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
         if room <= 0:
             session.commit()
             return None
-        seqs = list(
-            session.scalars(
-                select(RunItem.seq)
-                .where(RunItem.run_id == run_id, RunItem.status == "pending")
-                .order_by(RunItem.seq)
-                .limit(room)
-                .with_for_update(skip_locked=True)
-            )
+        pending = (
+            select(RunItem.seq)
+            .where(RunItem.run_id == run_id, RunItem.status == "pending")
+            .order_by(RunItem.seq)
+            .limit(room)
+            .with_for_update(skip_locked=True)
         )
-        if not seqs:
-            session.commit()
-            return None
         token = uuid.uuid4().hex
         now = now_ms()
         rows = session.execute(
             update(RunItem)
-            .where(RunItem.run_id == run_id, RunItem.seq.in_(seqs))
+            .where(RunItem.run_id == run_id, RunItem.seq.in_(pending))
             .values(
                 status="running",
                 claim_token=token,
@@ -140,13 +136,17 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
                 RunItem.step_results,
                 RunItem.started_at,
             )
+            .execution_options(synchronize_session=False)
         ).all()
+        if not rows:
+            session.commit()
+            return None
         session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
         if info is None:
             info = _run_info(session, run)
         chunk = Chunk(run.id, run.job_id, run.workspace_id, token, info)
         session.commit()  # the run's row lock is held only while claiming
-        chunk.items = _load_items(session, sorted(rows, key=lambda r: r.seq))
+        chunk.items = _load_items(session, run_id, token, sorted(rows, key=lambda r: r.seq))
         session.commit()
     return chunk
 
@@ -168,21 +168,20 @@ def _run_info(session: Session, run: Run) -> RunInfo:
     )
 
 
-def _load_items(session: Session, rows: list[Any]) -> list[Item]:
+def _load_items(session: Session, run_id: str, token: str, rows: list[Any]) -> list[Item]:
     """Items with their working state: resumed from a checkpoint, or fresh from the entity."""
-    fresh_ids = [r.entity_id for r in rows if not r.state]
-    entities = (
-        {
-            e.id: e
-            for e in session.execute(
-                select(Entity.id, Entity.data, Entity.status, Entity.version).where(
-                    Entity.id.in_(fresh_ids)
-                )
+    entities = {}
+    if any(not r.state for r in rows):
+        claimed = (
+            select(Entity.id, Entity.data, Entity.status, Entity.version)
+            .join(RunItem, RunItem.entity_id == Entity.id)
+            .where(
+                RunItem.run_id == run_id,
+                RunItem.status == "running",
+                RunItem.claim_token == token,
             )
-        }
-        if fresh_ids
-        else {}
-    )
+        )
+        entities = {e.id: e for e in session.execute(claimed)}
     items = []
     for row in rows:
         if row.state:
@@ -217,6 +216,8 @@ def _load_items(session: Session, rows: list[Any]) -> list[Item]:
                 base_status,
                 base_version,
                 row.started_at or now_ms(),
+                # Counted by the worker that ran them; a trailing started marker is not.
+                observed=sum(1 for r in progress.records if r.get("status") != "started"),
             )
         )
     return items
@@ -484,7 +485,7 @@ def _checkpoint(rt: runtime.Runtime, chunk: Chunk, items: list[Item], services: 
         item.progress.usage = {"inputTokens": 0, "outputTokens": 0}
     chunk.cancel_requested = bool(requested)
     chunk.cancel_checked_at = time.monotonic()
-    _record_metrics(done)
+    _record_metrics(rt, mine)
 
 
 def _failed_step(item: Item) -> str | None:
@@ -564,10 +565,14 @@ def _merge_entities(session: Session, items: list[Item], now: int) -> None:
         session.execute(update(Entity).where(Entity.id == row.id).values(**value))
 
 
-def _record_metrics(items: list[Item]) -> None:
-    """Feed step durations and outcomes to the metrics registry."""
-    try:
-        from jobs import metrics
-    except ImportError:
-        return
-    metrics.observe_items(items)
+def _record_metrics(rt: runtime.Runtime, items: list[Item]) -> None:
+    """Count the step records saved since the last checkpoint into the metrics."""
+    records = []
+    for item in items:
+        for record in item.progress.records[item.observed :]:
+            if record.get("status") == "started":
+                break  # a marker before a side effect; the step's own record replaces it
+            records.append(record)
+            item.observed += 1
+    if records:
+        metrics.observe_step_records(metrics.store_for(rt.settings), records)
