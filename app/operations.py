@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import text
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,34 @@ def readyz() -> Any:
         response.headers["Retry-After"] = "5"
         return response
     return jsonify({"status": "ready"})
+
+
+@blp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics: runs, entities, step durations, queue depth, provider calls.
+
+    Unauthenticated like the health checks: it carries only counts summed over every
+    workspace, step type names and provider names.
+    """
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+    from sqlmodel import Session
+
+    from jobs.metrics import ConveyorCollector, store_for
+    from jobs.queue import get_queue
+
+    engine = current_app.extensions["conveyor.engine"]
+    registry = CollectorRegistry()
+    registry.register(
+        ConveyorCollector(
+            lambda: Session(engine),
+            store_for(current_app.config["CONVEYOR"]),
+            get_queue().depth,
+        )
+    )
+    # The client library negotiates the format (Prometheus text or OpenMetrics) from Accept.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(registry), content_type=content_type)
 
 
 def init_app(app: Flask) -> None:

@@ -7,6 +7,7 @@ The engine builds one ``StepServices`` per chunk with ``build_services`` and red
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -22,6 +23,7 @@ from app.crypto import MissingSecretKey, SecretBox
 from app.errors import ConveyorError
 from app.models import JobLog, Run, Workflow
 from app.redaction import install_log_redaction, redact_text, remember_secrets
+from jobs import metrics
 from jobs.runtime import Runtime
 from steps.base import StepContext
 from steps.clients import ResolvedCredential, mail, notifiers, webhooks
@@ -259,6 +261,7 @@ def build_services(runtime: Runtime, workspace_id: str, run_id: str) -> StepServ
         limiter=limiter_for(settings),
         credentials=credentials.get,
         retry=RetryPolicy(),
+        observe=functools.partial(metrics.observe_provider_call, metrics.store_for(settings)),
     )
     return StepServices(workspace_id, run_id, policy, credentials, llm)
 

@@ -380,6 +380,8 @@ class LLMGateway:
     credentials: Callable[[str], ResolvedCredential]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
+    # Told of every provider request: (provider name, ok | rate_limited | unavailable | rejected).
+    observe: Callable[[str, str], None] | None = None
 
     def generate(
         self, config: dict[str, Any], *, prompt: str, system: str | None, ctx: Any = None
@@ -465,6 +467,24 @@ class LLMGateway:
         )
         return _Route(provider, bucket, limits, timeout)
 
+    def _request(self, provider: Provider, **request: Any) -> Completion:
+        """One provider request, reported to ``observe`` with its outcome."""
+        outcome = "ok"
+        try:
+            return provider.complete(**request)
+        except ProviderRateLimited:
+            outcome = "rate_limited"
+            raise
+        except ProviderUnavailable:
+            outcome = "unavailable"
+            raise
+        except StepError:
+            outcome = "rejected"
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(provider.name, outcome)
+
     def _complete(
         self,
         route: _Route,
@@ -501,7 +521,8 @@ class LLMGateway:
                 remaining = _remaining(ctx)
             timeout = min(route.timeout, max(1.0, remaining))
             try:
-                completion = provider.complete(
+                completion = self._request(
+                    provider,
                     model=config["model"],
                     messages=messages,
                     max_tokens=max_tokens,

@@ -9,6 +9,7 @@ import anthropic
 import openai
 import pytest
 
+from jobs import metrics
 from steps import ai_generate
 from steps.base import EntityState
 from steps.errors import StepError, TransientError
@@ -349,3 +350,16 @@ def test_keyless_openai_compatible_server_by_base_url(services, openai_peer):
             },
             make_ctx(services=services),
         )
+
+
+def test_provider_requests_are_counted_for_metrics(services, sleeps, openai_peer, settings):
+    store = metrics.store_for(settings)
+    before = store.read(metrics.PROVIDER_CALLS)
+    openai_peer.misbehave.set("429", times=1, retry_after="1")
+    run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
+    openai_peer.misbehave.set("500", times=1)
+    with pytest.raises(TransientError):
+        run({**OPENAI, "prompt": "hi", "maxRetries": 0}, make_ctx(services=services))
+    after = store.read(metrics.PROVIDER_CALLS)
+    added = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert added == {"openai|rate_limited": 1, "openai|ok": 1, "openai|unavailable": 1}
