@@ -109,18 +109,27 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
         if room <= 0:
             session.commit()
             return None
-        pending = (
+        # Materialized, so the pick runs exactly once: as a plain IN (subquery) PostgreSQL
+        # may run it again per row, and SKIP LOCKED then skips the rows this very UPDATE
+        # has just changed and picks more, past the LIMIT.
+        picked = (
             select(RunItem.seq)
             .where(RunItem.run_id == run_id, RunItem.status == "pending")
             .order_by(RunItem.seq)
             .limit(room)
             .with_for_update(skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
         )
         token = uuid.uuid4().hex
         now = now_ms()
         rows = session.execute(
             update(RunItem)
-            .where(RunItem.run_id == run_id, RunItem.seq.in_(pending))
+            .where(
+                RunItem.run_id == run_id,
+                RunItem.status == "pending",
+                RunItem.seq.in_(select(picked.c.seq)),
+            )
             .values(
                 status="running",
                 claim_token=token,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
+from sqlalchemy import select
 
+from app.models import RunItem, Workflow
+from app.services.runs import start_run
+from jobs import runtime
+from jobs.chunks import claim_chunk
+from jobs.dispatch import dispatch_run
 from tests.conftest import make_entities, make_entity_type, make_workflow
 
 STEPS = [
@@ -68,3 +75,43 @@ def test_run_completes_with_exact_progress(client, keys):
     assert entity["data"]["slug"] == "item-10"
     workflow_now = client.get(f"/api/v1/workflows/{workflow['id']}", headers=keys.header()).json
     assert workflow_now["lastRunAt"] == run["completedAt"]
+
+
+class RecordingQueue:
+    """A task queue that only records: the test runs the jobs itself."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, tuple]] = []
+
+    def enqueue(self, func: str, *args) -> None:
+        self.tasks.append((func, args))
+
+    def depth(self) -> int:
+        return len(self.tasks)
+
+
+def test_claims_take_a_chunk_at_most_and_honour_concurrency(app, client, keys, session, settings):
+    entity_type = make_entity_type(client, keys)
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 300)]
+    created = make_workflow(client, keys, entity_type["id"], STEPS, settings={"concurrency": 120})
+    queue = RecordingQueue()
+    run = start_run(
+        session=session, queue=queue, workflow=session.get(Workflow, created["id"]), entity_ids=ids
+    )
+    rt = runtime.Runtime(
+        dataclasses.replace(settings, chunk_size=50), app.extensions["conveyor.engine"], queue
+    )
+    runtime.install(rt, thread_only=True)
+    try:
+        dispatch_run(run.id)
+        sizes = []
+        while (chunk := claim_chunk(rt, run.id)) is not None:
+            sizes.append(len(chunk.items))
+    finally:
+        runtime.install(None, thread_only=True)  # type: ignore[arg-type]
+    assert sizes == [50, 50, 20]  # 120 in flight: the concurrency
+    claimed = session.scalars(
+        select(RunItem.seq).where(RunItem.run_id == run.id, RunItem.status == "running")
+    ).all()
+    session.rollback()
+    assert sorted(claimed) == list(range(120))  # in selection order
