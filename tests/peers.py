@@ -9,6 +9,7 @@ Each peer records what it received and can be told to misbehave: answer 429 with
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -520,6 +521,79 @@ class SmtpPeer:
         self.controller.stop()
 
     def __enter__(self) -> SmtpPeer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class TcpProxy:
+    """Forwards a local port to ``target``. ``cut()`` drops every connection and turns new
+    ones away until ``restore()``: a database outage without stopping the database."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.up = threading.Event()
+        self.up.set()
+        self.lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+        threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            if not self.up.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.connections |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._drop(source, sink)
+
+    def _drop(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self.lock:
+                self.connections.discard(sock)
+            with contextlib.suppress(OSError):  # already closed by the other side
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones."""
+        self.up.clear()
+        with self.lock:
+            open_now = list(self.connections)
+        self._drop(*open_now)
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self.up.set()
+
+    def close(self) -> None:
+        self.server.close()
+        self.cut()
+
+    def __enter__(self) -> TcpProxy:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -13,14 +13,17 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
 from redis import Redis
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from app.config import Settings
 from app.models import Entity, Run, RunItem
 from jobs.queue import RQQueue
 from tests.conftest import PG_URL, REDIS_URL, make_entities, make_entity_type, make_workflow
+from tests.peers import TcpProxy, WebhookReceiver
 
 pytestmark = [
     pytest.mark.services,
@@ -44,6 +47,27 @@ STEPS = [
     },
     {"id": "pub", "type": "publish", "config": {}},
 ]
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    """The conftest app (behind ``keys`` and ``session``) without its embedded sweeper, whose
+    worker threads would otherwise pick up stalled runs: here only the worker processes
+    under test may recover a run."""
+    from app import create_app
+    from jobs import queue as queue_module
+
+    application = create_app(
+        {
+            "CONVEYOR": settings,
+            "AUTO_MIGRATE": False,
+            "TESTING": True,
+            "EMBEDDED_SCHEDULER": False,
+            "EMBEDDED_SWEEPER": False,
+        }
+    )
+    yield application
+    queue_module.shutdown_app(application)
 
 
 @pytest.fixture
@@ -77,14 +101,15 @@ def workers(services_settings: Settings) -> Iterator[list[subprocess.Popen[bytes
         "CONVEYOR_CHUNK_SIZE": "50",
         "CONVEYOR_LEASE_SECONDS": "3",
         "CONVEYOR_SWEEP_SECONDS": "1",
+        "CONVEYOR_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",  # the tests' webhook receivers
     }
 
-    def start(count: int) -> list[subprocess.Popen[bytes]]:
+    def start(count: int, database_url: str | None = None) -> list[subprocess.Popen[bytes]]:
         for _ in range(count):
             started.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "app.cli", "worker"],
-                    env=env,
+                    env={**env, "DATABASE_URL": database_url or env["DATABASE_URL"]},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -123,6 +148,19 @@ def _wait(session: Session, run_id: str, timeout: float = 120) -> Run:
             return run
         time.sleep(0.2)
     pytest.fail(f"run {run_id} did not finish")
+
+
+def _wait_for_progress(session: Session, run_id: str, done: int, timeout: float = 60) -> None:
+    """Wait until at least ``done`` entities of the run are final (some work done, some left)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.expire_all()
+        run = session.get(Run, run_id)
+        session.rollback()
+        if run and run.completed + run.failed >= done:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"run {run_id} did not reach {done} finished entities")
 
 
 def _assert_exact(session: Session, run: Run, count: int) -> None:
@@ -171,24 +209,12 @@ def test_kill_9_mid_run_publishes_each_entity_once(app_on_services, keys, sessio
     workflow, ids = _start(client, keys, 1000)
     run_id = _run_over(client, keys, workflow, ids)
     victim, *_ = workers(2)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill once some work is done and some is left
-        session.expire_all()
-        run = session.get(Run, run_id)
-        session.rollback()
-        if run.completed + run.failed >= 100:
-            break
-        time.sleep(0.02)
+    _wait_for_progress(session, run_id, 100)
     os.kill(victim.pid, signal.SIGKILL)
     run = _wait(session, run_id)
     _assert_exact(session, run, 1000)
     assert run.cancelled == 0
-    published = session.scalars(select(Entity).where(Entity.id.in_(ids))).all()
-    passed = [e for e in published if e.status == "published"]
-    assert len(passed) == run.completed
-    # Published exactly once: one version bump per entity, never two.
-    assert {e.version for e in passed} == {2}
-    assert all(e.published_version == 2 for e in passed)
+    _assert_published_once(session, run, ids)
 
 
 def test_redis_flushall_mid_run_still_completes(app_on_services, keys, session, workers, redis):
@@ -196,33 +222,37 @@ def test_redis_flushall_mid_run_still_completes(app_on_services, keys, session, 
     workflow, ids = _start(client, keys, 1000)
     run_id = _run_over(client, keys, workflow, ids)
     workers(2)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        session.expire_all()
-        run = session.get(Run, run_id)
-        session.rollback()
-        if run.completed + run.failed >= 100:
-            break
-        time.sleep(0.02)
+    _wait_for_progress(session, run_id, 100)
     redis.flushall()
     run = _wait(session, run_id)
     _assert_exact(session, run, 1000)
     assert run.cancelled == 0
 
 
-def test_cancel_mid_run_and_retry(app_on_services, keys, session, workers):
+@pytest.fixture
+def slow_receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver slow enough that a run is still going when a test cancels it."""
+    with WebhookReceiver() as receiver:
+        receiver.delay = 0.005
+        yield receiver
+
+
+def _start_publishing(client, keys, count: int, receiver: WebhookReceiver) -> tuple[dict, str]:
+    """Like ``_start``, but the workflow publishes to ``receiver`` (slow enough to interrupt)."""
+    entity_type = make_entity_type(client, keys)
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], count)]
+    publish = {"id": "pub", "type": "publish", "config": {"target": {"url": receiver.url}}}
+    steps = [*STEPS[:-1], publish]
+    workflow = make_workflow(client, keys, entity_type["id"], steps, settings={"concurrency": 200})
+    return workflow, ids
+
+
+def test_cancel_mid_run_and_retry(app_on_services, keys, session, workers, slow_receiver):
     client = app_on_services.test_client()
-    workflow, ids = _start(client, keys, 1000)
+    workflow, ids = _start_publishing(client, keys, 1000, slow_receiver)
     run_id = _run_over(client, keys, workflow, ids)
     workers(1)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        session.expire_all()
-        run = session.get(Run, run_id)
-        session.rollback()
-        if run.completed + run.failed >= 50:
-            break
-        time.sleep(0.01)
+    _wait_for_progress(session, run_id, 50)
     response = client.post(
         f"/api/v1/workflows/{workflow['id']}/runs/{run_id}/cancel", headers=keys.header("executor")
     )
@@ -230,6 +260,8 @@ def test_cancel_mid_run_and_retry(app_on_services, keys, session, workers):
     run = _wait(session, run_id)
     assert run.status == "cancelled" and run.cancelled > 0
     _assert_exact(session, run, 1000)
+    # Cancelled entities were never published; the rest were, once each.
+    assert len(slow_receiver.deliveries) == slow_receiver.unique_ids == run.completed
     retry = client.post(
         f"/api/v1/workflows/{workflow['id']}/runs/{run_id}/retry", headers=keys.header("executor")
     )
@@ -238,3 +270,45 @@ def test_cancel_mid_run_and_retry(app_on_services, keys, session, workers):
     assert second.retry_of == run_id
     assert second.total == run.failed + run.cancelled
     _assert_exact(session, second, second.total)
+
+
+def _assert_published_once(session: Session, run: Run, ids: list[str]) -> None:
+    """Every entity that passed was written exactly once: one version bump, never two."""
+    entities = session.scalars(select(Entity).where(Entity.id.in_(ids))).all()
+    passed = [e for e in entities if e.status == "published"]
+    assert len(passed) == run.completed
+    assert {e.version for e in passed} == {2}
+    assert all(e.published_version == 2 for e in passed)
+
+
+# The issue asks for a minute; set it lower to iterate faster on this test.
+OUTAGE_SECONDS = float(os.environ.get("CONVEYOR_TEST_DATABASE_OUTAGE_SECONDS", "60"))
+
+
+def test_database_unavailable_for_a_minute_mid_run(
+    app_on_services, keys, session, workers, services_settings, slow_receiver
+):
+    client = app_on_services.test_client()
+    workflow, ids = _start_publishing(client, keys, 1000, slow_receiver)
+    url = make_url(services_settings.database_url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        through_proxy = url.set(host="127.0.0.1", port=proxy.port)
+        workers(2, through_proxy.render_as_string(hide_password=False))
+        run_id = _run_over(client, keys, workflow, ids)
+        _wait_for_progress(session, run_id, 100)
+        proxy.cut()  # the workers lose the database: every query and connect fails
+        time.sleep(OUTAGE_SECONDS)
+        session.expire_all()
+        during = session.get(Run, run_id)
+        session.rollback()
+        assert during.status == "running"
+        assert during.completed + during.failed < 1000
+        proxy.restore()
+        run = _wait(session, run_id, timeout=120)
+    _assert_exact(session, run, 1000)
+    assert run.cancelled == 0
+    assert run.failed == sum(1 for i in range(1000) if i % 7 == 3)
+    _assert_published_once(session, run, ids)
+    # Delivered to the receiver for every completed entity; a delivery repeated after the
+    # outage carries the same webhook-id, so the receiver counts it once.
+    assert slow_receiver.unique_ids == run.completed
