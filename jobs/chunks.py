@@ -111,7 +111,8 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
             return None
         # Materialized, so the pick runs exactly once: as a plain IN (subquery) PostgreSQL
         # may run it again per row, and SKIP LOCKED then skips the rows this very UPDATE
-        # has just changed and picks more, past the LIMIT.
+        # has just changed and picks more, past the LIMIT. Joined (UPDATE ... FROM picked),
+        # so each picked item is found through the primary key.
         picked = (
             select(RunItem.seq)
             .where(RunItem.run_id == run_id, RunItem.status == "pending")
@@ -125,11 +126,7 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
         now = now_ms()
         rows = session.execute(
             update(RunItem)
-            .where(
-                RunItem.run_id == run_id,
-                RunItem.status == "pending",
-                RunItem.seq.in_(select(picked.c.seq)),
-            )
+            .where(RunItem.run_id == run_id, RunItem.seq == picked.c.seq)
             .values(
                 status="running",
                 claim_token=token,
