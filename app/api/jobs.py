@@ -15,7 +15,7 @@ from app.errors import NotFound
 from app.models import Job, JobLog, Run
 from app.pagination import PageArgs, keyset_page, page_headers
 from app.redaction import redact
-from app.schemas.runs import JobLogSchema, JobQueryArgsSchema, JobSchema, RunSchema
+from app.schemas.runs import JobLogSchema, JobQueryArgsSchema, JobSchema
 from app.services import runs as run_service
 
 URL_PREFIX = "/jobs"
@@ -110,12 +110,10 @@ class JobLogs(MethodView):
 @blp.route("/<job_id>/cancel")
 class JobCancel(MethodView):
     @require_role("executor")
-    @blp.response(200, RunSchema)
+    @blp.response(200, JobSchema)
     def post(self, job_id: str) -> Any:
-        """Cancel the job (the same as cancelling its run)"""
-        from app.api.runs import run_view
-
+        """Cancel the job (the same as cancelling its run); answers with the job"""
         job, run = _job(job_id)
         if run is None:
             raise NotFound("This job has nothing to cancel.")
-        return run_view(run_service.cancel_run(session=db_session(), run=run))
+        return job_view(job, run_service.cancel_run(session=db_session(), run=run))

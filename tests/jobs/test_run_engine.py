@@ -6,13 +6,14 @@ import dataclasses
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.models import RunItem, Workflow
 from app.services.runs import start_run
-from jobs import runtime
+from jobs import chunks, runtime
 from jobs.chunks import claim_chunk
 from jobs.dispatch import dispatch_run
+from jobs.sweeper import sweep
 from tests.conftest import make_entities, make_entity_type, make_workflow
 
 STEPS = [
@@ -115,3 +116,55 @@ def test_claims_take_a_chunk_at_most_and_honour_concurrency(app, client, keys, s
     ).all()
     session.rollback()
     assert sorted(claimed) == list(range(120))  # in selection order
+
+
+def test_an_entity_resumed_after_a_crash_does_not_repeat_finished_steps(
+    app, client, keys, session, settings
+):
+    entity_type = make_entity_type(client, keys)
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 10)]
+    steps = [STEPS[0], {"id": "pub", "type": "publish", "config": {}}]
+    created = make_workflow(client, keys, entity_type["id"], steps)
+    queue = RecordingQueue()
+    run = start_run(
+        session=session, queue=queue, workflow=session.get(Workflow, created["id"]), entity_ids=ids
+    )
+    rt = runtime.Runtime(settings, app.extensions["conveyor.engine"], queue)
+    runtime.install(rt, thread_only=True)
+    try:
+        dispatch_run(run.id)
+        # A worker runs the transform and saves, as it does before every side effect...
+        chunk = claim_chunk(rt, run.id)
+        for item in chunk.items:
+            chunks.run_step(item.progress, chunk.info)
+        chunks._mark_started(rt, chunk, chunk.items, steps[1], [], None)
+        # ...then dies before publishing. What it saved is what a resume must start from.
+        saved = (
+            session.execute(select(RunItem).where(RunItem.run_id == run.id).order_by(RunItem.seq))
+            .scalars()
+            .all()
+        )
+        assert {(i.status, i.next_step) for i in saved} == {("running", 1)}
+        assert [r["status"] for r in saved[0].step_results] == ["completed", "started"]
+        for item in saved:  # mark the checkpoint, to see whether the transform runs again
+            item.state = {**item.state, "data": {**item.state["data"], "slug": "checkpointed"}}
+        session.execute(update(RunItem).where(RunItem.run_id == run.id).values(lease_expires_at=0))
+        session.commit()
+        assert sweep(rt)["released"] == 10  # the lease ran out: the items go back to pending
+        chunks.process_lane(run.id)
+    finally:
+        runtime.install(None, thread_only=True)  # type: ignore[arg-type]
+    finished = client.get(
+        f"/api/v1/workflows/{created['id']}/runs/{run.id}", headers=keys.header()
+    ).json
+    assert finished["status"] == "completed" and finished["progress"]["completed"] == 10
+    items = client.get(
+        f"/api/v1/workflows/{created['id']}/runs/{run.id}/items", headers=keys.header()
+    ).json
+    assert {i["attempts"] for i in items} == {2}
+    assert [[s["stepId"] for s in i["steps"]] for i in items] == [["shape", "pub"]] * 10
+    for entity_id in ids:
+        entity = client.get(f"/api/v1/entities/{entity_id}", headers=keys.header()).json
+        # Published once, from the checkpoint: the transform did not run again.
+        assert entity["data"]["slug"] == "checkpointed"
+        assert entity["status"] == "published" and entity["version"] == 2
