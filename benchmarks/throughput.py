@@ -65,13 +65,7 @@ SCHEMA = {
 def fresh_database(base_url: str) -> str:
     """Create (anew) the database conveyor_bench_tp and return its SQLAlchemy URL."""
     url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        dbname=url.database,
-        autocommit=True,
-    ) as conn:
+    with connect(url.render_as_string(hide_password=False)) as conn:
         conn.execute("DROP DATABASE IF EXISTS conveyor_bench_tp WITH (FORCE)")
         conn.execute("CREATE DATABASE conveyor_bench_tp")
     return url.set(database="conveyor_bench_tp").render_as_string(hide_password=False)
@@ -145,16 +139,21 @@ def raw_rq_rate(redis_url: str, count: int, env: dict[str, str]) -> float:
     return count / (time.perf_counter() - started)
 
 
-def settle(database_url: str) -> None:
-    """VACUUM ANALYZE the benchmark database: no autovacuum pending, and real statistics."""
+def connect(database_url: str) -> psycopg.Connection:
+    """An autocommit psycopg connection to ``database_url`` (a SQLAlchemy URL)."""
     url = make_url(database_url)
-    with psycopg.connect(
+    return psycopg.connect(
         host=url.host,
         port=url.port or 5432,
         user=url.username,
         dbname=url.database,
         autocommit=True,
-    ) as conn:
+    )
+
+
+def settle(database_url: str) -> None:
+    """VACUUM ANALYZE the benchmark database: no autovacuum pending, and real statistics."""
+    with connect(database_url) as conn:
         conn.execute("VACUUM ANALYZE")
 
 

@@ -85,22 +85,15 @@ class RedisStore:
 
 
 _local_store = LocalStore()
-_redis_stores: dict[str, RedisStore] = {}
-_stores_lock = threading.Lock()
 
 
 def store_for(settings: Settings) -> MetricsStore:
     """Where this process's metrics go: Redis when it is configured, else this process."""
     if not settings.redis_url:
         return _local_store
-    with _stores_lock:
-        store = _redis_stores.get(settings.redis_url)
-        if store is None:
-            from jobs.queue import redis_connection
+    from jobs.queue import shared_per_redis
 
-            store = RedisStore(redis_connection(settings.redis_url))
-            _redis_stores[settings.redis_url] = store
-        return store
+    return shared_per_redis("metrics", settings.redis_url, RedisStore)
 
 
 def _safely_add(store: MetricsStore, metric: str, increments: Counter[str]) -> None:

@@ -7,7 +7,7 @@ import logging
 import queue as stdlib_queue
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from flask import Flask
 from redis import Redis
@@ -17,6 +17,7 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "conveyor"
+T = TypeVar("T")
 _redis_clients: dict[str, Redis] = {}
 
 
@@ -27,6 +28,20 @@ def redis_connection(url: str) -> Redis:
         client = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         _redis_clients[url] = client
     return client
+
+
+_shared: dict[tuple[str, str], Any] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_per_redis(kind: str, url: str, build: Callable[[Redis], T]) -> T:
+    """One ``build(client)`` per (kind, Redis URL) per process: a rate limiter, a metrics
+    store; every worker process on that Redis shares what it holds."""
+    with _shared_lock:
+        found = _shared.get((kind, url))
+        if found is None:
+            found = _shared[(kind, url)] = build(redis_connection(url))
+        return found  # type: ignore[no-any-return]
 
 
 def resolve(path: str) -> Callable[..., Any]:

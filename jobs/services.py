@@ -37,22 +37,15 @@ log = logging.getLogger(__name__)
 DEFAULT_SUBJECT = "Conveyor notification"
 
 _local_limiter = LocalRateLimiter()
-_redis_limiters: dict[str, RedisRateLimiter] = {}
-_limiters_lock = threading.Lock()
 
 
 def limiter_for(settings: Settings) -> RateLimiter:
     """The process's limiter: shared through Redis, or in process in the embedded mode."""
     if not settings.redis_url:
         return _local_limiter
-    with _limiters_lock:
-        limiter = _redis_limiters.get(settings.redis_url)
-        if limiter is None:
-            from jobs.queue import redis_connection
+    from jobs.queue import shared_per_redis
 
-            limiter = RedisRateLimiter(redis_connection(settings.redis_url))
-            _redis_limiters[settings.redis_url] = limiter
-        return limiter
+    return shared_per_redis("rate-limiter", settings.redis_url, RedisRateLimiter)
 
 
 class CredentialStore:
