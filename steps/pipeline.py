@@ -79,10 +79,15 @@ def run_step(
     *,
     services: Any = None,
     deadline: float | None = None,
+    timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Run the entity's next step, with retries; update ``progress``; return the step record."""
+    """Run the entity's next step, with retries; update ``progress``; return the step record.
+
+    ``deadline`` is on ``clock``; ``timeout_seconds`` (else the run's entity timeout) is
+    only for the message of an entity that ran out of time.
+    """
     index = progress.next_step
     step = info.steps[index]
     retry = info.settings.get("retry") or {}
@@ -101,10 +106,11 @@ def run_step(
     result: StepResult | None = None
     error: str | None = None
     for attempt in range(1, max_attempts + 1):
-        record["attempts"] = attempt
-        if deadline is not None and clock() > deadline:
-            error = f"entity timed out after {info.settings.get('entity_timeout_seconds')}s"
+        if deadline is not None and clock() >= deadline:
+            timeout = timeout_seconds or info.settings.get("entity_timeout_seconds")
+            error = f"entity timed out after {timeout:g}s" if timeout else "entity timed out"
             break
+        record["attempts"] = attempt
         working = progress.entity.copy()
         ctx = StepContext(
             entity=working,
@@ -167,7 +173,7 @@ def _apply(
         if target is None or target <= index:
             record["status"] = "failed"
             record["error"] = f"goto {result.goto!r} is not a later step"
-            progress.status, progress.error = "failed", record["error"]
+            progress.status, progress.error = "failed", f"{record['stepId']}: {record['error']}"
             return
         progress.next_step = target
     else:
@@ -188,7 +194,15 @@ def walk(
     """Run the entity through all its remaining steps in this process."""
     deadline = clock() + timeout_seconds if timeout_seconds else None
     while not progress.done and progress.next_step < len(info.steps):
-        run_step(progress, info, services=services, deadline=deadline, clock=clock, sleep=sleep)
+        run_step(
+            progress,
+            info,
+            services=services,
+            deadline=deadline,
+            timeout_seconds=timeout_seconds,
+            clock=clock,
+            sleep=sleep,
+        )
     if not progress.done:
         progress.status = "completed"
     return progress

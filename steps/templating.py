@@ -282,6 +282,16 @@ class ConveyorSandbox(SandboxedEnvironment):
         _check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``a.b`` on a mapping is its key ``b`` first: entity data and step ids named
+        ``items``, ``keys`` or ``values`` must not resolve to the dict's methods."""
+        if isinstance(obj, dict):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         """Jinja's rules, plus: only the allow-listed ``str`` methods."""
         if isinstance(obj, str) and callable(value) and attr not in STR_METHODS:

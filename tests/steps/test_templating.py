@@ -164,3 +164,11 @@ def test_syntax_is_checked_on_save():
     assert templating.check_syntax("{{ oops") is not None
     assert templating.check_syntax("{{ fine }}") is None
     assert templating.check_expression("a >") is not None
+
+
+def test_dotted_names_reach_data_keys_that_share_a_dict_method_name():
+    data = {"items": [1, 2], "keys": "k", "values": {"n": 3}}
+    assert templating.render("{{ d.items | length }}-{{ d.keys }}", {"d": data}) == "2-k"
+    assert templating.evaluate("d.values.n == 3", {"d": data}) is True
+    # Without such a key the method is still there.
+    assert templating.render("{{ d.get('missing', 'none') }}", {"d": {}}) == "none"
