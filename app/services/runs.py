@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists, select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlmodel import Session
 
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
-from app.models import Entity, Job, Run, RunItem, RunSelection, Workflow
+from app.models import Entity, Job, JobLog, Run, RunItem, RunSelection, Workflow
 from jobs.queue import TaskQueue
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -164,6 +164,51 @@ def get_run(
     return run
 
 
+INSERT_BATCH = 5_000
+
+# The selection's ids expanded into items inside the database, in selection order.
+_EXPAND_SELECTION = {
+    "postgresql": (
+        "INSERT INTO run_items (run_id, seq, entity_id, status, attempts, next_step) "
+        "SELECT s.run_id, e.n - 1, e.entity_id, 'pending', 0, 0 FROM run_selections AS s, "
+        "jsonb_array_elements_text(s.entity_ids) WITH ORDINALITY AS e(entity_id, n) "
+        "WHERE s.run_id = :run_id"
+    ),
+    "sqlite": (
+        "INSERT INTO run_items (run_id, seq, entity_id, status, attempts, next_step) "
+        "SELECT s.run_id, e.key, e.value, 'pending', 0, 0 "
+        "FROM run_selections AS s, json_each(s.entity_ids) AS e WHERE s.run_id = :run_id"
+    ),
+}
+
+
+def insert_run_items(*, session: Session, run_id: str) -> int:
+    """Write one pending item per selected entity, in selection order; return how many.
+
+    The ids never leave the database: the selection's JSON array is expanded in SQL.
+    """
+    sql = _EXPAND_SELECTION.get(session.get_bind().dialect.name)
+    if sql is None:
+        return _insert_items_from_python(session, run_id)
+    result = session.execute(text(sql), {"run_id": run_id})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _insert_items_from_python(session: Session, run_id: str) -> int:
+    """The portable way: read the ids and insert them in batches."""
+    selection = session.get(RunSelection, run_id)
+    ids = list(selection.entity_ids) if selection else []
+    for start in range(0, len(ids), INSERT_BATCH):
+        session.execute(
+            insert(RunItem),
+            [
+                {"run_id": run_id, "seq": start + i, "entity_id": entity_id}
+                for i, entity_id in enumerate(ids[start : start + INSERT_BATCH])
+            ],
+        )
+    return len(ids)
+
+
 def cancel_run(*, session: Session, run: Run) -> Run:
     """Cancel: pending entities never start; running ones stop at their next step boundary."""
     if run.status in TERMINAL:
@@ -174,16 +219,32 @@ def cancel_run(*, session: Session, run: Run) -> Run:
     if locked.status in TERMINAL:
         raise Conflict(f"The run is already {locked.status}.")
     if locked.status == "pending":
-        # Not yet dispatched: no items exist; the whole selection is cancelled.
+        # Not yet dispatched: the items are written here, all cancelled, so the run's
+        # items and each entity's runs show it like any other cancelled run.
+        cancelled = insert_run_items(session=session, run_id=run.id)
+        session.execute(
+            update(RunItem)
+            .where(RunItem.run_id == run.id)
+            .values(status="cancelled", error="cancelled before it started", completed_at=now)
+        )
         session.execute(
             update(Run)
             .where(Run.id == run.id)
             .values(
                 status="cancelled",
                 cancel_requested=True,
-                cancelled=locked.total,
+                total=cancelled,
+                cancelled=cancelled,
                 started_at=now,
                 completed_at=now,
+            )
+        )
+        session.add(
+            JobLog(
+                job_id=run.job_id,
+                level="warning",
+                message=f"run cancelled before it started: {cancelled} cancelled",
+                data={"status": "cancelled"},
             )
         )
         session.commit()
@@ -221,11 +282,6 @@ def retry_run(*, session: Session, queue: TaskQueue, run: Run) -> Run:
             .order_by(RunItem.seq)
         )
     )
-    has_items = session.scalar(select(exists().where(RunItem.run_id == run.id)))
-    if run.status == "cancelled" and not has_items:
-        # Cancelled before dispatch: every selected entity was cancelled.
-        selection = session.get(RunSelection, run.id)
-        ids = list(selection.entity_ids) if selection else []
     existing = existing_entity_ids(
         session,
         workspace_id=workflow.workspace_id,
