@@ -859,3 +859,12 @@ def test_another_workspace_cannot_see_or_touch_the_run(client, keys):
     assert listed.status_code == 200 and listed.json == []
 
     assert [r["id"] for r in _runs(client, keys, workflow["id"])] == [run["id"]]
+
+
+def test_malformed_entity_ids_name_their_positions(client, keys):
+    entity_type = make_entity_type(client, keys)
+    workflow = make_workflow(client, keys, entity_type["id"], STEPS)
+    body = assert_error(_start(client, keys, workflow["id"], {"entityIds": ["ok", 3, ""]}), 422)
+    assert set(body["errors"]) == {"entityIds[1]", "entityIds[2]"}
+    body = assert_error(_start(client, keys, workflow["id"], {"entityIds": "ent_1"}), 422)
+    assert set(body["errors"]) == {"entityIds"}
