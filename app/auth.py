@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, request
-from flask_smorest import abort
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import col, select
+from webargs.flaskparser import abort  # flask_smorest re-exports it untyped (not NoReturn)
 
 from app.db import db_session
 from app.ids import now_ms
@@ -71,7 +71,7 @@ def authenticate() -> Caller:
         abort(401, message="Invalid API key.")
     now = now_ms()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION_MS:
-        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        session.execute(update(ApiKey).where(col(ApiKey.id) == row.id).values(last_used_at=now))
         session.commit()
     caller = Caller(row.id, row.workspace_id, row.role, row.name, row.key_prefix)
     g.caller = caller

@@ -12,7 +12,9 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     UniqueConstraint,
+    inspect,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -34,6 +36,13 @@ def _ms(nullable: bool = True, default: Any = None) -> Any:
     if default is not None:
         return Field(default_factory=default, sa_type=BigInteger, nullable=nullable)
     return Field(default=None, sa_type=BigInteger, nullable=nullable)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core ``Table``: its ``__table__``, which SQLModel leaves untyped."""
+    table = inspect(model).local_table
+    assert isinstance(table, Table), f"{model.__name__} is not a table model"
+    return table
 
 
 class Workspace(SQLModel, table=True):

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import marshmallow as ma
 from flask import request
 from sqlalchemy import Select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import Mapped
 
 from app.errors import ValidationFailed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+
+# Any SELECT (SQLAlchemy's or SQLModel's, of any columns): keyset_page hands back the same type.
+_SelectT = TypeVar("_SelectT", bound=Select[*tuple[Any, ...]])
 
 
 class PageArgs(ma.Schema):
@@ -50,13 +53,13 @@ def decode_cursor(cursor: str) -> str:
 
 
 def keyset_page(
-    query: Select[Any],
-    key: InstrumentedAttribute[Any],
+    query: _SelectT,
+    key: Mapped[Any],
     args: dict[str, Any],
     *,
     descending: bool = False,
     key_type: type = str,
-) -> Select[Any]:
+) -> _SelectT:
     """Restrict ``query`` to the page after ``args['cursor']``, ordered by ``key``."""
     cursor = args.get("cursor")
     if cursor:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.ids import now_ms
-from app.models import Entity, EntityType, JobLog, Run, RunItem, Workflow
+from app.models import Entity, EntityType, JobLog, Run, RunItem, Workflow, table_of
 from app.redaction import redact
 from jobs import merge, metrics, runtime
 from jobs.bulk import bulk_update
@@ -96,14 +96,16 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
     """
     with rt.session() as session:
         run = session.execute(
-            select(Run).where(Run.id == run_id).with_for_update()
+            select(Run).where(col(Run.id) == run_id).with_for_update()
         ).scalar_one_or_none()
         if run is None or run.status != "running" or run.cancel_requested:
             session.commit()
             return None
         concurrency = int((run.settings or {}).get("concurrency", 1000))
         in_flight = session.scalar(
-            select(func.count()).where(RunItem.run_id == run_id, RunItem.status == "running")
+            select(func.count()).where(
+                col(RunItem.run_id) == run_id, col(RunItem.status) == "running"
+            )
         )
         room = min(rt.settings.chunk_size, concurrency - int(in_flight or 0))
         if room <= 0:
@@ -114,9 +116,9 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
         # has just changed and picks more, past the LIMIT. Joined (UPDATE ... FROM picked),
         # so each picked item is found through the primary key.
         picked = (
-            select(RunItem.seq)
-            .where(RunItem.run_id == run_id, RunItem.status == "pending")
-            .order_by(RunItem.seq)
+            select(col(RunItem.seq))
+            .where(col(RunItem.run_id) == run_id, col(RunItem.status) == "pending")
+            .order_by(col(RunItem.seq))
             .limit(room)
             .with_for_update(skip_locked=True)
             .cte("picked")
@@ -126,28 +128,28 @@ def claim_chunk(rt: runtime.Runtime, run_id: str, info: RunInfo | None = None) -
         now = now_ms()
         rows = session.execute(
             update(RunItem)
-            .where(RunItem.run_id == run_id, RunItem.seq == picked.c.seq)
+            .where(col(RunItem.run_id) == run_id, col(RunItem.seq) == picked.c.seq)
             .values(
                 status="running",
                 claim_token=token,
                 lease_expires_at=now + rt.settings.lease_seconds * 1000,
-                attempts=RunItem.attempts + 1,
-                started_at=func.coalesce(RunItem.started_at, now),
+                attempts=col(RunItem.attempts) + 1,
+                started_at=func.coalesce(col(RunItem.started_at), now),
             )
             .returning(
-                RunItem.seq,
-                RunItem.entity_id,
-                RunItem.state,
-                RunItem.next_step,
-                RunItem.step_results,
-                RunItem.started_at,
+                col(RunItem.seq),
+                col(RunItem.entity_id),
+                col(RunItem.state),
+                col(RunItem.next_step),
+                col(RunItem.step_results),
+                col(RunItem.started_at),
             )
             .execution_options(synchronize_session=False)
         ).all()
         if not rows:
             session.commit()
             return None
-        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
+        session.execute(update(Run).where(col(Run.id) == run_id).values(heartbeat_at=now))
         if info is None:
             info = _run_info(session, run)
         chunk = Chunk(run.id, run.job_id, run.workspace_id, token, info)
@@ -179,12 +181,12 @@ def _load_items(session: Session, run_id: str, token: str, rows: list[Any]) -> l
     entities = {}
     if any(not r.state for r in rows):
         claimed = (
-            select(Entity.id, Entity.data, Entity.status, Entity.version)
-            .join(RunItem, RunItem.entity_id == Entity.id)
+            select(col(Entity.id), col(Entity.data), col(Entity.status), col(Entity.version))
+            .join(RunItem, col(RunItem.entity_id) == col(Entity.id))
             .where(
-                RunItem.run_id == run_id,
-                RunItem.status == "running",
-                RunItem.claim_token == token,
+                col(RunItem.run_id) == run_id,
+                col(RunItem.status) == "running",
+                col(RunItem.claim_token) == token,
             )
         )
         entities = {e.id: e for e in session.execute(claimed)}
@@ -329,17 +331,19 @@ def _extend_lease_if_due(rt: runtime.Runtime, chunk: Chunk) -> None:
         now = now_ms()
         session.execute(
             update(RunItem)
-            .where(RunItem.run_id == chunk.run_id, RunItem.claim_token == chunk.token)
+            .where(col(RunItem.run_id) == chunk.run_id, col(RunItem.claim_token) == chunk.token)
             .values(lease_expires_at=now + lease * 1000)
         )
-        session.execute(update(Run).where(Run.id == chunk.run_id).values(heartbeat_at=now))
+        session.execute(update(Run).where(col(Run.id) == chunk.run_id).values(heartbeat_at=now))
         session.commit()
 
 
 def _poll_cancel(rt: runtime.Runtime, chunk: Chunk) -> None:
     """Read whether the run has been asked to stop."""
     with rt.session() as session:
-        requested = session.scalar(select(Run.cancel_requested).where(Run.id == chunk.run_id))
+        requested = session.scalar(
+            select(col(Run.cancel_requested)).where(col(Run.id) == chunk.run_id)
+        )
     chunk.cancel_requested = bool(requested)
     chunk.cancel_checked_at = time.monotonic()
 
@@ -438,7 +442,7 @@ def _checkpoint(rt: runtime.Runtime, chunk: Chunk, items: list[Item], services: 
         saved = set(
             bulk_update(
                 session.connection(),
-                RunItem.__table__,
+                table_of(RunItem),
                 [{"seq": i.seq, "claim_token": chunk.token} for i in items],
                 values,
                 fixed={"run_id": chunk.run_id},
@@ -475,16 +479,16 @@ def _checkpoint(rt: runtime.Runtime, chunk: Chunk, items: list[Item], services: 
                 )
         requested = session.execute(
             update(Run)
-            .where(Run.id == chunk.run_id)
+            .where(col(Run.id) == chunk.run_id)
             .values(
-                completed=Run.completed + counts["completed"],
-                failed=Run.failed + counts["failed"],
-                cancelled=Run.cancelled + counts["cancelled"],
-                input_tokens=Run.input_tokens + tokens_in,
-                output_tokens=Run.output_tokens + tokens_out,
+                completed=col(Run.completed) + counts["completed"],
+                failed=col(Run.failed) + counts["failed"],
+                cancelled=col(Run.cancelled) + counts["cancelled"],
+                input_tokens=col(Run.input_tokens) + tokens_in,
+                output_tokens=col(Run.output_tokens) + tokens_out,
                 heartbeat_at=now,
             )
-            .returning(Run.cancel_requested)
+            .returning(col(Run.cancel_requested))
         ).scalar()
         session.commit()
     for item in mine:  # token usage is counted once, by the checkpoint that saved it
@@ -532,7 +536,7 @@ def _write_entities(session: Session, items: list[Item], now: int) -> None:
         written = set(
             bulk_update(
                 session.connection(),
-                Entity.__table__,
+                table_of(Entity),
                 [{"id": i.entity_id, "version": i.base_version} for i in group],
                 values,
                 returning="id",
@@ -548,8 +552,8 @@ def _merge_entities(session: Session, items: list[Item], now: int) -> None:
     current = {
         row.id: row
         for row in session.execute(
-            select(Entity.id, Entity.data, Entity.status, Entity.version)
-            .where(Entity.id.in_([i.entity_id for i in items]))
+            select(col(Entity.id), col(Entity.data), col(Entity.status), col(Entity.version))
+            .where(col(Entity.id).in_([i.entity_id for i in items]))
             .with_for_update()
         )
     }
@@ -568,7 +572,7 @@ def _merge_entities(session: Session, items: list[Item], now: int) -> None:
         }
         if entity.published:
             value |= {"published_at": now, "published_version": row.version + 1}
-        session.execute(update(Entity).where(Entity.id == row.id).values(**value))
+        session.execute(update(Entity).where(col(Entity.id) == row.id).values(**value))
 
 
 def _record_metrics(rt: runtime.Runtime, items: list[Item]) -> None:

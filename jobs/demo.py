@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from sqlmodel import Session
 
@@ -17,7 +19,7 @@ from jobs.runtime import Runtime, install
 from jobs.sweeper import start_sweeper_thread
 from jobs.watch import watch_run
 
-PRODUCT_SCHEMA = {
+PRODUCT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "title": {"type": "string", "minLength": 1},

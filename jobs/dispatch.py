@@ -6,6 +6,7 @@ import logging
 import math
 
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from app.ids import now_ms
 from app.models import JobLog, Run
@@ -36,7 +37,7 @@ def dispatch_run(run_id: str) -> None:
     rt = runtime.current()
     with rt.session() as session:
         run = session.execute(
-            select(Run).where(Run.id == run_id).with_for_update()
+            select(Run).where(col(Run.id) == run_id).with_for_update()
         ).scalar_one_or_none()
         if run is None:
             return
@@ -52,7 +53,7 @@ def dispatch_run(run_id: str) -> None:
         now = now_ms()
         session.execute(
             update(Run)
-            .where(Run.id == run_id)
+            .where(col(Run.id) == run_id)
             .values(status="running", started_at=now, heartbeat_at=now, total=total)
         )
         session.add(JobLog(job_id=run.job_id, message=f"run started over {total} entities"))

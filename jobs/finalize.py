@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.ids import now_ms
 from app.models import JobLog, Run, Workflow
@@ -37,16 +37,18 @@ def finalize_run(session: Session, run_id: str) -> bool:
     result = session.execute(
         update(Run)
         .where(
-            Run.id == run_id,
-            Run.status == "running",
-            Run.completed + Run.failed + Run.cancelled == Run.total,
+            col(Run.id) == run_id,
+            col(Run.status) == "running",
+            col(Run.completed) + col(Run.failed) + col(Run.cancelled) == col(Run.total),
         )
         .values(status=status, completed_at=now)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return False
-    session.execute(update(Workflow).where(Workflow.id == run.workflow_id).values(last_run_at=now))
+    session.execute(
+        update(Workflow).where(col(Workflow.id) == run.workflow_id).values(last_run_at=now)
+    )
     session.add(
         JobLog(
             job_id=run.job_id,

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.ids import now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
@@ -118,8 +118,10 @@ class Scheduler:
         now = self.clock()
         with self.session() as session:
             earliest = session.scalar(
-                select(func.min(Trigger.next_run_at)).where(
-                    Trigger.type == "cron", Trigger.enabled.is_(True), Trigger.next_run_at > now
+                select(func.min(col(Trigger.next_run_at))).where(
+                    col(Trigger.type) == "cron",
+                    col(Trigger.enabled).is_(True),
+                    col(Trigger.next_run_at) > now,
                 )
             )
         if earliest is None:
@@ -154,13 +156,13 @@ class Scheduler:
         with self.session() as session:
             return list(
                 session.scalars(
-                    select(Trigger.id)
+                    select(col(Trigger.id))
                     .where(
-                        Trigger.type == "cron",
-                        Trigger.enabled.is_(True),
-                        Trigger.next_run_at <= now,
+                        col(Trigger.type) == "cron",
+                        col(Trigger.enabled).is_(True),
+                        col(Trigger.next_run_at) <= now,
                     )
-                    .order_by(Trigger.next_run_at)
+                    .order_by(col(Trigger.next_run_at))
                     .limit(self.batch_size)
                 )
             )
@@ -196,7 +198,7 @@ class Scheduler:
         following = service.next_fire_time(trigger.cron, zone, service.from_ms(max(now, latest)))
         moved = session.execute(
             update(Trigger)
-            .where(Trigger.id == trigger.id, Trigger.next_run_at == due)
+            .where(col(Trigger.id) == trigger.id, col(Trigger.next_run_at) == due)
             .values(next_run_at=service.to_ms(following))
         )
         if moved.rowcount != 1:  # type: ignore[attr-defined]
@@ -316,8 +318,8 @@ class Scheduler:
         with self.session() as session:
             return list(
                 session.scalars(
-                    select(TriggerEvent.trigger_id)
-                    .where(TriggerEvent.outcome == Outcome.QUEUED.value)
+                    select(col(TriggerEvent.trigger_id))
+                    .where(col(TriggerEvent.outcome) == Outcome.QUEUED.value)
                     .distinct()
                     .limit(self.batch_size)
                 )
@@ -336,7 +338,9 @@ class Scheduler:
         # Compare-and-set on the outcome first: only one scheduler moves a queued fire on.
         claimed = session.execute(
             update(TriggerEvent)
-            .where(TriggerEvent.id == event.id, TriggerEvent.outcome == Outcome.QUEUED.value)
+            .where(
+                col(TriggerEvent.id) == event.id, col(TriggerEvent.outcome) == Outcome.QUEUED.value
+            )
             .values(outcome=Outcome.FIRED.value)
             .execution_options(synchronize_session=False)
         )
@@ -366,7 +370,7 @@ def _lock(session: Session, trigger_id: str) -> Trigger | None:
     """The trigger row, locked; ``None`` when deleted or held by another scheduler."""
     return session.scalars(
         select(Trigger)
-        .where(Trigger.id == trigger_id)
+        .where(col(Trigger.id) == trigger_id)
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     ).first()
@@ -377,10 +381,10 @@ def _queued_event(session: Session, trigger_id: str) -> TriggerEvent | None:
     return session.scalars(
         select(TriggerEvent)
         .where(
-            TriggerEvent.trigger_id == trigger_id,
-            TriggerEvent.outcome == Outcome.QUEUED.value,
+            col(TriggerEvent.trigger_id) == trigger_id,
+            col(TriggerEvent.outcome) == Outcome.QUEUED.value,
         )
-        .order_by(TriggerEvent.id)
+        .order_by(col(TriggerEvent.id))
         .limit(1)
         .execution_options(populate_existing=True)
     ).first()

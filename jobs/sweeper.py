@@ -6,6 +6,7 @@ import logging
 import threading
 
 from sqlalchemy import exists, select, update
+from sqlmodel import col
 
 from app.ids import now_ms
 from app.models import Run, RunItem
@@ -22,14 +23,16 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
     stall_ms = max(2 * rt.settings.sweep_interval_seconds, 3) * 1000
     stats = {"released": 0, "restarted": 0, "redispatched": 0, "finalized": 0}
     with rt.session() as session:
-        runs = list(session.scalars(select(Run).where(Run.status.in_(("pending", "running")))))
+        runs = list(session.scalars(select(Run).where(col(Run.status).in_(("pending", "running")))))
         session.commit()
     for run in runs:
         with rt.session() as session:
             if run.status == "pending":
                 if now - (run.heartbeat_at or run.created_at) > stall_ms:
                     # The dispatch job was lost (Redis restarted, or never reached a worker).
-                    session.execute(update(Run).where(Run.id == run.id).values(heartbeat_at=now))
+                    session.execute(
+                        update(Run).where(col(Run.id) == run.id).values(heartbeat_at=now)
+                    )
                     session.commit()
                     rt.queue.enqueue("jobs.dispatch.dispatch_run", run.id)
                     stats["redispatched"] += 1
@@ -37,19 +40,21 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
             released = session.execute(
                 update(RunItem)
                 .where(
-                    RunItem.run_id == run.id,
-                    RunItem.status == "running",
-                    RunItem.lease_expires_at < now,
+                    col(RunItem.run_id) == run.id,
+                    col(RunItem.status) == "running",
+                    col(RunItem.lease_expires_at) < now,
                 )
                 .values(status="pending", claim_token=None, lease_expires_at=None)
             ).rowcount  # type: ignore[attr-defined]
             stats["released"] += released
             has_pending = session.scalar(
-                select(exists().where(RunItem.run_id == run.id, RunItem.status == "pending"))
+                select(
+                    exists().where(col(RunItem.run_id) == run.id, col(RunItem.status) == "pending")
+                )
             )
             stalled = (run.heartbeat_at or 0) < now - stall_ms
             if has_pending and (stalled or released) and not run.cancel_requested:
-                session.execute(update(Run).where(Run.id == run.id).values(heartbeat_at=now))
+                session.execute(update(Run).where(col(Run.id) == run.id).values(heartbeat_at=now))
                 session.commit()
                 start_lanes(rt, run)
                 stats["restarted"] += 1
@@ -58,11 +63,13 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
                 # Released items of a cancelled run: they never start again.
                 cancelled = session.execute(
                     update(RunItem)
-                    .where(RunItem.run_id == run.id, RunItem.status == "pending")
+                    .where(col(RunItem.run_id) == run.id, col(RunItem.status) == "pending")
                     .values(status="cancelled", error="run cancelled", completed_at=now)
                 ).rowcount  # type: ignore[attr-defined]
                 session.execute(
-                    update(Run).where(Run.id == run.id).values(cancelled=Run.cancelled + cancelled)
+                    update(Run)
+                    .where(col(Run.id) == run.id)
+                    .values(cancelled=col(Run.cancelled) + cancelled)
                 )
             session.commit()
             if finalize_run(session, run.id):

@@ -63,8 +63,12 @@ def get_step_type(name: str) -> Any:
     return module
 
 
+# No spec: the resolver names no schema, so nested schemas are inlined and the converter
+# never registers a component in (or reads refs from) a spec.
 _converter = OpenAPIConverter(
-    openapi_version="3.0.3", schema_name_resolver=lambda s: None, spec=None
+    openapi_version="3.0.3",
+    schema_name_resolver=lambda s: None,
+    spec=None,  # type: ignore[arg-type]  # never used (see above); apispec types it APISpec
 )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
@@ -44,7 +44,7 @@ class Credentials(MethodView):
     def get(self, args: dict[str, Any]) -> Any:
         """List credentials (never their secret data)"""
         query = select(Credential).where(Credential.workspace_id == current_caller().workspace_id)
-        rows = list(db_session().exec(keyset_page(query, Credential.id, args)))
+        rows = list(db_session().exec(keyset_page(query, col(Credential.id), args)))
         return page_headers(rows, args, "id")
 
     @require_role("editor")

@@ -7,6 +7,7 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
@@ -40,16 +41,16 @@ class Entities(MethodView):
     @blp.response(200, EntitySchema(many=True))
     def get(self, args: dict[str, Any]) -> Any:
         """List entities, filtered by entityTypeId, status, updatedSince or ids"""
-        query = select(Entity).where(Entity.workspace_id == current_caller().workspace_id)
+        query = select(Entity).where(col(Entity.workspace_id) == current_caller().workspace_id)
         if "entity_type_id" in args:
-            query = query.where(Entity.entity_type_id == args["entity_type_id"])
+            query = query.where(col(Entity.entity_type_id) == args["entity_type_id"])
         if "status" in args:
-            query = query.where(Entity.status == args["status"])
+            query = query.where(col(Entity.status) == args["status"])
         if "updated_since" in args:
-            query = query.where(Entity.updated_at >= args["updated_since"])
+            query = query.where(col(Entity.updated_at) >= args["updated_since"])
         if args.get("ids"):
-            query = query.where(Entity.id.in_(args["ids"]))
-        rows = list(db_session().scalars(keyset_page(query, Entity.id, args)))
+            query = query.where(col(Entity.id).in_(args["ids"]))
+        rows = list(db_session().scalars(keyset_page(query, col(Entity.id), args)))
         return page_headers(rows, args, "id")
 
     @require_role("editor")
@@ -148,8 +149,8 @@ class EntityRuns(MethodView):
         )
         query = (
             select(RunItem, Run)
-            .join(Run, Run.id == RunItem.run_id)
-            .where(RunItem.entity_id == entity_id)
+            .join(Run, col(Run.id) == col(RunItem.run_id))
+            .where(col(RunItem.entity_id) == entity_id)
         )
         rows = [
             {
@@ -162,7 +163,7 @@ class EntityRuns(MethodView):
                 "completed_at": item.completed_at,
             }
             for item, run in session.execute(
-                keyset_page(query, RunItem.run_id, args, descending=True)
+                keyset_page(query, col(RunItem.run_id), args, descending=True)
             )
         ]
         return page_headers(rows, args, "run_id")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
@@ -27,7 +27,7 @@ class EntityTypes(MethodView):
     def get(self, args: dict[str, Any]) -> Any:
         """List entity types"""
         query = select(EntityType).where(EntityType.workspace_id == current_caller().workspace_id)
-        rows = list(db_session().exec(keyset_page(query, EntityType.id, args)))
+        rows = list(db_session().exec(keyset_page(query, col(EntityType.id), args)))
         return page_headers(rows, args, "id")
 
     @require_role("editor")

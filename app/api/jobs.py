@@ -6,6 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.api import Blueprint
 from app.api.runs import not_modified, polling_headers, progress_of
@@ -55,16 +56,18 @@ class Jobs(MethodView):
         """List jobs, newest first, filtered by type or status"""
         query = (
             select(Job, Run)
-            .outerjoin(Run, Run.id == Job.run_id)
-            .where(Job.workspace_id == current_caller().workspace_id)
+            .outerjoin(Run, col(Run.id) == col(Job.run_id))
+            .where(col(Job.workspace_id) == current_caller().workspace_id)
         )
         if "type" in args:
-            query = query.where(Job.type == args["type"])
+            query = query.where(col(Job.type) == args["type"])
         if "status" in args:
-            query = query.where(Run.status == args["status"])
+            query = query.where(col(Run.status) == args["status"])
         rows = [
             job_view(job, run)
-            for job, run in db_session().execute(keyset_page(query, Job.id, args, descending=True))
+            for job, run in db_session().execute(
+                keyset_page(query, col(Job.id), args, descending=True)
+            )
         ]
         return page_headers(rows, args, "id")
 
@@ -91,7 +94,7 @@ class JobLogs(MethodView):
     def get(self, args: dict[str, Any], job_id: str) -> Any:
         """The job's log, oldest first, with secrets redacted"""
         job, _ = _job(job_id)
-        query = select(JobLog).where(JobLog.job_id == job.id)
+        query = select(JobLog).where(col(JobLog.job_id) == job.id)
         rows = [
             {
                 "id": log.id,
@@ -102,7 +105,7 @@ class JobLogs(MethodView):
                 "message": redact(log.message),
                 "data": redact(log.data),
             }
-            for log in db_session().scalars(keyset_page(query, JobLog.id, args, key_type=int))
+            for log in db_session().scalars(keyset_page(query, col(JobLog.id), args, key_type=int))
         ]
         return page_headers(rows, args, "id")
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
@@ -128,11 +129,12 @@ class WorkflowRuns(MethodView):
         caller = current_caller()
         session = db_session()
         get_workflow(session=session, workspace_id=caller.workspace_id, workflow_id=workflow_id)
-        query = select(Run).where(Run.workflow_id == workflow_id)
+        query = select(Run).where(col(Run.workflow_id) == workflow_id)
         if "status" in args:
-            query = query.where(Run.status == args["status"])
+            query = query.where(col(Run.status) == args["status"])
         rows = [
-            run_view(r) for r in session.scalars(keyset_page(query, Run.id, args, descending=True))
+            run_view(r)
+            for r in session.scalars(keyset_page(query, col(Run.id), args, descending=True))
         ]
         return page_headers(rows, args, "id")
 
@@ -166,9 +168,9 @@ class WorkflowRunItems(MethodView):
     def get(self, args: dict[str, Any], workflow_id: str, run_id: str) -> Any:
         """Per-entity results of a run, with each step's output, error and duration"""
         run = _run(workflow_id, run_id)
-        query = select(RunItem).where(RunItem.run_id == run.id)
+        query = select(RunItem).where(col(RunItem.run_id) == run.id)
         if "status" in args:
-            query = query.where(RunItem.status == args["status"])
+            query = query.where(col(RunItem.status) == args["status"])
         rows = [
             {
                 "seq": item.seq,
@@ -191,7 +193,9 @@ class WorkflowRunItems(MethodView):
                 "started_at": item.started_at,
                 "completed_at": item.completed_at,
             }
-            for item in db_session().scalars(keyset_page(query, RunItem.seq, args, key_type=int))
+            for item in db_session().scalars(
+                keyset_page(query, col(RunItem.seq), args, key_type=int)
+            )
         ]
         return page_headers(rows, args, "seq")
 

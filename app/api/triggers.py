@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
@@ -41,7 +41,7 @@ class Triggers(MethodView):
             query = query.where(Trigger.type == args["type"])
         if "enabled" in args:
             query = query.where(Trigger.enabled == args["enabled"])
-        rows = list(db_session().exec(keyset_page(query, Trigger.id, args)))
+        rows = list(db_session().exec(keyset_page(query, col(Trigger.id), args)))
         return page_headers(rows, args, "id")
 
     @require_role("editor")
@@ -103,5 +103,5 @@ class TriggerEvents(MethodView):
         query = select(TriggerEvent).where(TriggerEvent.trigger_id == trigger_id)
         if "outcome" in args:
             query = query.where(TriggerEvent.outcome == args["outcome"])
-        rows = list(session.exec(keyset_page(query, TriggerEvent.id, args, descending=True)))
+        rows = list(session.exec(keyset_page(query, col(TriggerEvent.id), args, descending=True)))
         return page_headers(rows, args, "id")

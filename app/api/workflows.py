@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
@@ -36,7 +36,7 @@ class Workflows(MethodView):
         query = select(Workflow).where(Workflow.workspace_id == current_caller().workspace_id)
         if "status" in args:
             query = query.where(Workflow.status == args["status"])
-        rows = list(db_session().exec(keyset_page(query, Workflow.id, args)))
+        rows = list(db_session().exec(keyset_page(query, col(Workflow.id), args)))
         return page_headers(rows, args, "id")
 
     @require_role("editor")

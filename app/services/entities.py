@@ -9,7 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from sqlalchemy import delete, exists, insert, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from app.ids import new_id, now_ms
@@ -101,9 +101,9 @@ def delete_entity_type(*, session: Session, workspace_id: str, type_id: str) -> 
     from app.models import Workflow
 
     row = get_entity_type(session=session, workspace_id=workspace_id, type_id=type_id)
-    if session.scalar(select(exists().where(Entity.entity_type_id == type_id))):
+    if session.scalar(select(exists().where(col(Entity.entity_type_id) == type_id))):
         raise Conflict("This entity type has entities; delete them first.")
-    if session.scalar(select(exists().where(Workflow.entity_type_id == type_id))):
+    if session.scalar(select(exists().where(col(Workflow.entity_type_id) == type_id))):
         raise Conflict("Workflows use this entity type; delete them first.")
     session.delete(row)
     session.commit()
@@ -149,7 +149,7 @@ def create_entities(
         t.id: t
         for t in session.scalars(
             select(EntityType).where(
-                EntityType.workspace_id == workspace_id, EntityType.id.in_(type_ids)
+                col(EntityType.workspace_id) == workspace_id, col(EntityType.id).in_(type_ids)
             )
         )
     }
@@ -229,7 +229,7 @@ def update_entity(
         # Compare-and-set on version: a concurrent writer makes this a 412, never a lost update.
         result = session.execute(
             update(Entity)
-            .where(Entity.id == row.id, Entity.version == row.version)
+            .where(col(Entity.id) == row.id, col(Entity.version) == row.version)
             .values(**values)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -243,5 +243,5 @@ def update_entity(
 def delete_entity(*, session: Session, workspace_id: str, entity_id: str) -> None:
     """Delete an entity."""
     row = get_entity(session=session, workspace_id=workspace_id, entity_id=entity_id)
-    session.execute(delete(Entity).where(Entity.id == row.id))
+    session.execute(delete(Entity).where(col(Entity.id) == row.id))
     session.commit()

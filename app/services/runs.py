@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
@@ -35,10 +35,10 @@ def existing_entity_ids(
         batch = ids[start : start + SQLITE_BATCH]
         found.update(
             session.scalars(
-                select(Entity.id).where(
-                    Entity.workspace_id == workspace_id,
-                    Entity.entity_type_id == entity_type_id,
-                    Entity.id.in_(batch),
+                select(col(Entity.id)).where(
+                    col(Entity.workspace_id) == workspace_id,
+                    col(Entity.entity_type_id) == entity_type_id,
+                    col(Entity.id).in_(batch),
                 )
             )
         )
@@ -49,16 +49,16 @@ def select_entity_ids(
     session: Session, *, workspace_id: str, entity_type_id: str, selector: dict[str, Any]
 ) -> list[str]:
     """Ids of the entities a filter/selector picks (``status``, ``updatedSince``, ``ids``)."""
-    query = select(Entity.id).where(
-        Entity.workspace_id == workspace_id, Entity.entity_type_id == entity_type_id
+    query = select(col(Entity.id)).where(
+        col(Entity.workspace_id) == workspace_id, col(Entity.entity_type_id) == entity_type_id
     )
     if selector.get("status") is not None:
-        query = query.where(Entity.status == selector["status"])
+        query = query.where(col(Entity.status) == selector["status"])
     if selector.get("updated_since") is not None:
-        query = query.where(Entity.updated_at >= selector["updated_since"])
+        query = query.where(col(Entity.updated_at) >= selector["updated_since"])
     if selector.get("ids") is not None:
-        query = query.where(Entity.id.in_(selector["ids"]))
-    return list(session.scalars(query.order_by(Entity.id)))
+        query = query.where(col(Entity.id).in_(selector["ids"]))
+    return list(session.scalars(query.order_by(col(Entity.id))))
 
 
 def start_run(
@@ -126,7 +126,9 @@ def start_run(
         # An empty selection is a run that completes at once.
         run.status = "completed"
         run.started_at = run.completed_at = now
-        session.execute(update(Workflow).where(Workflow.id == workflow.id).values(last_run_at=now))
+        session.execute(
+            update(Workflow).where(col(Workflow.id) == workflow.id).values(last_run_at=now)
+        )
     session.add(run)
     session.add(
         Job(
@@ -215,7 +217,9 @@ def cancel_run(*, session: Session, run: Run) -> Run:
         raise Conflict(f"The run is already {run.status}.")
     now = now_ms()
     # Lock the run row so cancel and claims/finalize serialise.
-    locked = session.execute(select(Run).where(Run.id == run.id).with_for_update()).scalar_one()
+    locked = session.execute(
+        select(Run).where(col(Run.id) == run.id).with_for_update()
+    ).scalar_one()
     if locked.status in TERMINAL:
         raise Conflict(f"The run is already {locked.status}.")
     if locked.status == "pending":
@@ -224,12 +228,12 @@ def cancel_run(*, session: Session, run: Run) -> Run:
         cancelled = insert_run_items(session=session, run_id=run.id)
         session.execute(
             update(RunItem)
-            .where(RunItem.run_id == run.id)
+            .where(col(RunItem.run_id) == run.id)
             .values(status="cancelled", error="cancelled before it started", completed_at=now)
         )
         session.execute(
             update(Run)
-            .where(Run.id == run.id)
+            .where(col(Run.id) == run.id)
             .values(
                 status="cancelled",
                 cancel_requested=True,
@@ -251,14 +255,14 @@ def cancel_run(*, session: Session, run: Run) -> Run:
     else:
         result = session.execute(
             update(RunItem)
-            .where(RunItem.run_id == run.id, RunItem.status == "pending")
+            .where(col(RunItem.run_id) == run.id, col(RunItem.status) == "pending")
             .values(status="cancelled", error="cancelled before it started", completed_at=now)
         )
         cancelled = result.rowcount  # type: ignore[attr-defined]
         session.execute(
             update(Run)
-            .where(Run.id == run.id)
-            .values(cancel_requested=True, cancelled=Run.cancelled + cancelled)
+            .where(col(Run.id) == run.id)
+            .values(cancel_requested=True, cancelled=col(Run.cancelled) + cancelled)
         )
         session.commit()
         from jobs.finalize import finalize_run
@@ -277,9 +281,9 @@ def retry_run(*, session: Session, queue: TaskQueue, run: Run) -> Run:
         raise NotFound("The run's workflow no longer exists.")
     ids = list(
         session.scalars(
-            select(RunItem.entity_id)
-            .where(RunItem.run_id == run.id, RunItem.status.in_(("failed", "cancelled")))
-            .order_by(RunItem.seq)
+            select(col(RunItem.entity_id))
+            .where(col(RunItem.run_id) == run.id, col(RunItem.status).in_(("failed", "cancelled")))
+            .order_by(col(RunItem.seq))
         )
     )
     existing = existing_entity_ids(

@@ -20,7 +20,7 @@ from typing import Any
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError, CroniterError
 from sqlalchemy import delete, exists, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
@@ -280,7 +280,7 @@ def update_trigger(
 def delete_trigger(*, session: Session, workspace_id: str, trigger_id: str) -> None:
     """Delete a trigger and its events (runs it started are kept)."""
     row = _locked(session, workspace_id, trigger_id)
-    session.execute(delete(TriggerEvent).where(TriggerEvent.trigger_id == row.id))
+    session.execute(delete(TriggerEvent).where(col(TriggerEvent.trigger_id) == row.id))
     session.delete(row)
     session.commit()
 
@@ -289,7 +289,7 @@ def _locked(session: Session, workspace_id: str, trigger_id: str) -> Trigger:
     """The trigger, locked for update so a scheduler firing it finishes first (404 if absent)."""
     row = session.scalars(
         select(Trigger)
-        .where(Trigger.id == trigger_id)
+        .where(col(Trigger.id) == trigger_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
@@ -333,11 +333,11 @@ def active_run(session: Session, trigger: Trigger) -> Run | None:
     return session.scalars(
         select(Run)
         .where(
-            Run.trigger_id == trigger.id,
-            Run.trigger_type == trigger.type,
-            Run.status.not_in(TERMINAL),
+            col(Run.trigger_id) == trigger.id,
+            col(Run.trigger_type) == trigger.type,
+            col(Run.status).not_in(TERMINAL),
         )
-        .order_by(Run.created_at.desc())
+        .order_by(col(Run.created_at).desc())
         .limit(1)
     ).first()
 
@@ -348,8 +348,8 @@ def has_queued_event(session: Session, trigger_id: str) -> bool:
         session.scalar(
             select(
                 exists().where(
-                    TriggerEvent.trigger_id == trigger_id,
-                    TriggerEvent.outcome == Outcome.QUEUED.value,
+                    col(TriggerEvent.trigger_id) == trigger_id,
+                    col(TriggerEvent.outcome) == Outcome.QUEUED.value,
                 )
             )
         )
@@ -406,7 +406,7 @@ def start_trigger_run(
         trigger_id=trigger.id,
         commit=False,
     )
-    session.execute(update(Trigger).where(Trigger.id == trigger.id).values(last_run_at=now))
+    session.execute(update(Trigger).where(col(Trigger.id) == trigger.id).values(last_run_at=now))
     trigger.last_run_at = now
     return run
 

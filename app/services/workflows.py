@@ -6,7 +6,7 @@ from typing import Any
 
 import marshmallow as ma
 from sqlalchemy import exists, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from app.ids import new_id, now_ms
@@ -140,13 +140,13 @@ def update_workflow(
 def delete_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> None:
     """Delete a workflow that has never run; one with runs is archived instead (409)."""
     row = get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
-    if session.scalar(select(exists().where(Run.workflow_id == workflow_id))):
+    if session.scalar(select(exists().where(col(Run.workflow_id) == workflow_id))):
         raise Conflict(
             "This workflow has runs; archive it (status: archived) to keep their history."
         )
     from app.models import Trigger
 
-    if session.scalar(select(exists().where(Trigger.workflow_id == workflow_id))):
+    if session.scalar(select(exists().where(col(Trigger.workflow_id) == workflow_id))):
         raise Conflict("Triggers start this workflow; delete them first.")
     session.delete(row)
     session.commit()
