@@ -149,6 +149,15 @@ def _call(
         ) from exc
 
 
+def _check_models(provider: Any, url: str, timeout: float) -> str:
+    """List the provider's models at ``url``: the endpoint answers and accepts the key."""
+    reply = _call(
+        provider.name, provider.policy, "GET", url, headers=provider.headers, timeout=timeout
+    )
+    count = len(reply.get("data") or []) if isinstance(reply, dict) else 0
+    return f"{origin(provider.base_url)} accepted the key ({count} models listed)"
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Azure, Ollama, vLLM...)."""
 
@@ -211,16 +220,7 @@ class OpenAIProvider:
 
     def check(self, *, timeout: float) -> str:
         """GET ``/models``: proves the endpoint answers and accepts the key."""
-        reply = _call(
-            self.name,
-            self.policy,
-            "GET",
-            f"{self.base_url}/models",
-            headers=self.headers,
-            timeout=timeout,
-        )
-        count = len(reply.get("data") or []) if isinstance(reply, dict) else 0
-        return f"{origin(self.base_url)} accepted the key ({count} models listed)"
+        return _check_models(self, f"{self.base_url}/models", timeout)
 
 
 class AnthropicProvider:
@@ -290,16 +290,7 @@ class AnthropicProvider:
 
     def check(self, *, timeout: float) -> str:
         """GET ``/v1/models``: proves the endpoint answers and accepts the key."""
-        reply = _call(
-            self.name,
-            self.policy,
-            "GET",
-            f"{self.base_url}/v1/models",
-            headers=self.headers,
-            timeout=timeout,
-        )
-        count = len(reply.get("data") or []) if isinstance(reply, dict) else 0
-        return f"{origin(self.base_url)} accepted the key ({count} models listed)"
+        return _check_models(self, f"{self.base_url}/v1/models", timeout)
 
 
 def count_words(text: str) -> int:
@@ -529,21 +520,17 @@ class LLMGateway:
                     temperature=config.get("temperature"),
                     timeout=timeout,
                 )
-            except ProviderRateLimited as exc:
+            except (ProviderRateLimited, ProviderUnavailable) as exc:
                 delay = (
                     exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)
                 )
                 if self.limiter is not None:
-                    self.limiter.block(bucket, delay)  # every worker holds off, not just this one
+                    if isinstance(exc, ProviderRateLimited):
+                        # Every worker holds off, not just this one; the next reserve()
+                        # waits out the block.
+                        self.limiter.block(bucket, delay)
+                        delay = 0.0
                     self.limiter.settle(bucket, limits, extra_tokens=-estimate)
-                    delay = 0.0  # the next reserve() waits out the block
-                last = exc
-            except ProviderUnavailable as exc:
-                if self.limiter is not None:
-                    self.limiter.settle(bucket, limits, extra_tokens=-estimate)
-                delay = (
-                    exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)
-                )
                 last = exc
             else:
                 if self.limiter is not None:
