@@ -348,19 +348,6 @@ def _poll_cancel(rt: runtime.Runtime, chunk: Chunk) -> None:
     chunk.cancel_checked_at = time.monotonic()
 
 
-def _started_marker(step: dict[str, Any]) -> dict[str, Any]:
-    """The step record saved before a side effect, so a resumed entity knows it began."""
-    return {
-        "stepId": step["id"],
-        "type": step["type"],
-        "status": "started",
-        "output": None,
-        "error": None,
-        "durationMs": 0,
-        "attempts": 0,
-    }
-
-
 def _mark_started(
     rt: runtime.Runtime,
     chunk: Chunk,
@@ -369,22 +356,32 @@ def _mark_started(
     unsaved: list[Item],
     services: Any,
 ) -> None:
-    """Save, before a side effect, the unsaved progress and that the step started."""
-    marker = _started_marker(step)
-    for item in group:
-        if not (item.progress.records and item.progress.records[-1].get("status") == "started"):
-            item.progress.records.append(dict(marker))
+    """Save, before a side effect, the unsaved progress and that the step started.
+
+    The ``started`` record tells a resumed entity the side effect may have happened; in
+    this worker the step's own record replaces it, so it comes off again after the save.
+    Items resumed with a marker already in place keep theirs (``_run_one`` handles it).
+    """
+    marker = {
+        "stepId": step["id"],
+        "type": step["type"],
+        "status": "started",
+        "output": None,
+        "error": None,
+        "durationMs": 0,
+        "attempts": 0,
+    }
+    marked = [
+        i
+        for i in group
+        if not (i.progress.records and i.progress.records[-1].get("status") == "started")
+    ]
+    for item in marked:
+        item.progress.records.append(dict(marker))
     seqs = {i.seq for i in group}
     _checkpoint(rt, chunk, group + [i for i in unsaved if i.seq not in seqs], services)
-    _drop_started_markers(group, step)
-
-
-def _drop_started_markers(group: list[Item], step: dict[str, Any]) -> None:
-    """Take this session's started markers off again: the step's own record replaces them."""
-    marker = _started_marker(step)
-    for item in group:
-        if item.progress.records and item.progress.records[-1] == marker:
-            item.progress.records.pop()
+    for item in marked:
+        item.progress.records.pop()
 
 
 def _redact_records(records: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:

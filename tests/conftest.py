@@ -188,3 +188,16 @@ def make_workflow(
     response = client.post("/api/v1/workflows", json=body, headers=keys.header("editor"))
     assert response.status_code == 201, response.json
     return response.json
+
+
+class RecordingQueue:
+    """A task queue that only records: runs stay ``pending`` until a test runs their jobs."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, tuple[Any, ...]]] = []
+
+    def enqueue(self, func: str, *args: Any) -> None:
+        self.tasks.append((func, args))
+
+    def depth(self) -> int:
+        return len(self.tasks)

@@ -8,13 +8,14 @@ import time
 import pytest
 from sqlalchemy import select, update
 
-from app.models import RunItem, Workflow
+from app.models import Run, RunItem, Workflow
 from app.services.runs import start_run
 from jobs import chunks, runtime
 from jobs.chunks import claim_chunk
 from jobs.dispatch import dispatch_run
 from jobs.sweeper import sweep
-from tests.conftest import make_entities, make_entity_type, make_workflow
+from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow
+from tests.peers import WebhookReceiver
 
 STEPS = [
     {
@@ -78,38 +79,49 @@ def test_run_completes_with_exact_progress(client, keys):
     assert workflow_now["lastRunAt"] == run["completedAt"]
 
 
-class RecordingQueue:
-    """A task queue that only records: the test runs the jobs itself."""
+@pytest.fixture
+def jobs_here(app, session, settings):
+    """Start runs whose jobs the test runs itself, in this thread: ``start(workflow_id, ids,
+    **settings)`` creates and dispatches the run and returns it with its runtime."""
 
-    def __init__(self) -> None:
-        self.tasks: list[tuple[str, tuple]] = []
+    def start(workflow_id: str, ids: list[str], **changes) -> tuple[Run, runtime.Runtime]:
+        queue = RecordingQueue()
+        workflow = session.get(Workflow, workflow_id)
+        run = start_run(session=session, queue=queue, workflow=workflow, entity_ids=ids)
+        rt = runtime.Runtime(
+            dataclasses.replace(settings, **changes), app.extensions["conveyor.engine"], queue
+        )
+        runtime.install(rt, thread_only=True)
+        dispatch_run(run.id)
+        return run, rt
 
-    def enqueue(self, func: str, *args) -> None:
-        self.tasks.append((func, args))
-
-    def depth(self) -> int:
-        return len(self.tasks)
+    yield start
+    runtime.install(None, thread_only=True)  # type: ignore[arg-type]
 
 
-def test_claims_take_a_chunk_at_most_and_honour_concurrency(app, client, keys, session, settings):
+def crash_before(rt: runtime.Runtime, run_id: str, step: dict) -> None:
+    """A worker claims a chunk, runs the pure steps before ``step`` (a side effect), saves as
+    it does before every side effect, and dies; its lease runs out and the sweeper frees
+    the items."""
+    chunk = claim_chunk(rt, run_id)
+    for item in chunk.items:
+        while chunk.info.steps[item.progress.next_step]["id"] != step["id"]:
+            chunks.run_step(item.progress, chunk.info)
+    chunks._mark_started(rt, chunk, chunk.items, step, [], None)
+    with rt.session() as session:
+        session.execute(update(RunItem).where(RunItem.run_id == run_id).values(lease_expires_at=0))
+        session.commit()
+    assert sweep(rt)["released"] == len(chunk.items)
+
+
+def test_claims_take_a_chunk_at_most_and_honour_concurrency(client, keys, session, jobs_here):
     entity_type = make_entity_type(client, keys)
     ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 300)]
     created = make_workflow(client, keys, entity_type["id"], STEPS, settings={"concurrency": 120})
-    queue = RecordingQueue()
-    run = start_run(
-        session=session, queue=queue, workflow=session.get(Workflow, created["id"]), entity_ids=ids
-    )
-    rt = runtime.Runtime(
-        dataclasses.replace(settings, chunk_size=50), app.extensions["conveyor.engine"], queue
-    )
-    runtime.install(rt, thread_only=True)
-    try:
-        dispatch_run(run.id)
-        sizes = []
-        while (chunk := claim_chunk(rt, run.id)) is not None:
-            sizes.append(len(chunk.items))
-    finally:
-        runtime.install(None, thread_only=True)  # type: ignore[arg-type]
+    run, rt = jobs_here(created["id"], ids, chunk_size=50)
+    sizes = []
+    while (chunk := claim_chunk(rt, run.id)) is not None:
+        sizes.append(len(chunk.items))
     assert sizes == [50, 50, 20]  # 120 in flight: the concurrency
     claimed = session.scalars(
         select(RunItem.seq).where(RunItem.run_id == run.id, RunItem.status == "running")
@@ -119,41 +131,23 @@ def test_claims_take_a_chunk_at_most_and_honour_concurrency(app, client, keys, s
 
 
 def test_an_entity_resumed_after_a_crash_does_not_repeat_finished_steps(
-    app, client, keys, session, settings
+    client, keys, session, jobs_here
 ):
     entity_type = make_entity_type(client, keys)
     ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 10)]
     steps = [STEPS[0], {"id": "pub", "type": "publish", "config": {}}]
     created = make_workflow(client, keys, entity_type["id"], steps)
-    queue = RecordingQueue()
-    run = start_run(
-        session=session, queue=queue, workflow=session.get(Workflow, created["id"]), entity_ids=ids
-    )
-    rt = runtime.Runtime(settings, app.extensions["conveyor.engine"], queue)
-    runtime.install(rt, thread_only=True)
-    try:
-        dispatch_run(run.id)
-        # A worker runs the transform and saves, as it does before every side effect...
-        chunk = claim_chunk(rt, run.id)
-        for item in chunk.items:
-            chunks.run_step(item.progress, chunk.info)
-        chunks._mark_started(rt, chunk, chunk.items, steps[1], [], None)
-        # ...then dies before publishing. What it saved is what a resume must start from.
-        saved = (
-            session.execute(select(RunItem).where(RunItem.run_id == run.id).order_by(RunItem.seq))
-            .scalars()
-            .all()
-        )
-        assert {(i.status, i.next_step) for i in saved} == {("running", 1)}
-        assert [r["status"] for r in saved[0].step_results] == ["completed", "started"]
-        for item in saved:  # mark the checkpoint, to see whether the transform runs again
-            item.state = {**item.state, "data": {**item.state["data"], "slug": "checkpointed"}}
-        session.execute(update(RunItem).where(RunItem.run_id == run.id).values(lease_expires_at=0))
-        session.commit()
-        assert sweep(rt)["released"] == 10  # the lease ran out: the items go back to pending
-        chunks.process_lane(run.id)
-    finally:
-        runtime.install(None, thread_only=True)  # type: ignore[arg-type]
+    run, rt = jobs_here(created["id"], ids)
+    crash_before(rt, run.id, steps[1])
+    saved = session.scalars(
+        select(RunItem).where(RunItem.run_id == run.id).order_by(RunItem.seq)
+    ).all()
+    assert {(i.status, i.next_step) for i in saved} == {("pending", 1)}
+    assert [r["status"] for r in saved[0].step_results] == ["completed", "started"]
+    for item in saved:  # mark the checkpoint, to see whether the transform runs again
+        item.state = {**item.state, "data": {**item.state["data"], "slug": "checkpointed"}}
+    session.commit()
+    chunks.process_lane(run.id)
     finished = client.get(
         f"/api/v1/workflows/{created['id']}/runs/{run.id}", headers=keys.header()
     ).json
@@ -168,3 +162,28 @@ def test_an_entity_resumed_after_a_crash_does_not_repeat_finished_steps(
         # Published once, from the checkpoint: the transform did not run again.
         assert entity["data"]["slug"] == "checkpointed"
         assert entity["status"] == "published" and entity["version"] == 2
+
+
+def test_a_notification_interrupted_by_a_crash_is_not_sent_again(client, keys, session, jobs_here):
+    entity_type = make_entity_type(client, keys)
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 5)]
+    with WebhookReceiver() as receiver:
+        notify = {
+            "id": "tell",
+            "type": "notify",
+            "config": {"channel": "webhook", "url": receiver.url, "message": "hi"},
+        }
+        created = make_workflow(client, keys, entity_type["id"], [STEPS[0], notify])
+        run, rt = jobs_here(created["id"], ids, outbound_allow_hosts=("127.0.0.1",))
+        crash_before(rt, run.id, notify)  # it may or may not have gone out: at most once
+        chunks.process_lane(run.id)
+        assert receiver.deliveries == []
+    items = client.get(
+        f"/api/v1/workflows/{created['id']}/runs/{run.id}/items", headers=keys.header()
+    ).json
+    assert len(items) == 5
+    for item in items:
+        assert item["status"] == "completed"
+        told = item["steps"][-1]
+        assert told["stepId"] == "tell" and told["output"] == {"channel": None, "delivered": None}
+        assert "not re-sent" in told["error"]

@@ -25,7 +25,7 @@ from app.services.triggers import (
 from jobs import queue
 from jobs.runtime import Runtime
 from jobs.scheduler import Scheduler, run_scheduler
-from tests.conftest import make_entities, make_entity_type, make_workflow
+from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow
 
 PARIS = ZoneInfo("Europe/Paris")
 STEPS = [{"id": "tidy", "type": "transform", "config": {"set": {"seen": True}}}]
@@ -55,19 +55,6 @@ class Clock:
 
     def set(self, moment: datetime) -> None:
         self.now = ms(moment)
-
-
-class RecordingQueue:
-    """A task queue that only records: runs stay ``pending`` (no workers needed)."""
-
-    def __init__(self) -> None:
-        self.tasks: list[tuple[str, tuple[Any, ...]]] = []
-
-    def enqueue(self, func: str, *args: Any) -> None:
-        self.tasks.append((func, args))
-
-    def depth(self) -> int:
-        return len(self.tasks)
 
 
 class Harness:

@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 from app.models import Workflow
 from app.services.runs import start_run
 from tests.app.api import assert_error
-from tests.conftest import auth, make_entities, make_entity_type, make_workflow
-from tests.jobs.test_run_engine import STEPS, RecordingQueue, wait_for_run
+from tests.conftest import RecordingQueue, auth, make_entities, make_entity_type, make_workflow
+from tests.jobs.test_run_engine import STEPS, wait_for_run
 
 WORKFLOWS = "/api/v1/workflows"
 JOBS = "/api/v1/jobs"
