@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, text, update
 from sqlmodel import Session, col
 
 from app.errors import Conflict, NotFound, ValidationFailed
@@ -166,8 +166,6 @@ def get_run(
     return run
 
 
-INSERT_BATCH = 5_000
-
 # The selection's ids expanded into items inside the database, in selection order.
 _EXPAND_SELECTION = {
     "postgresql": (
@@ -189,26 +187,12 @@ def insert_run_items(*, session: Session, run_id: str) -> int:
 
     The ids never leave the database: the selection's JSON array is expanded in SQL.
     """
-    sql = _EXPAND_SELECTION.get(session.get_bind().dialect.name)
+    dialect = session.get_bind().dialect.name
+    sql = _EXPAND_SELECTION.get(dialect)
     if sql is None:
-        return _insert_items_from_python(session, run_id)
+        raise NotImplementedError(f"Conveyor runs on PostgreSQL or SQLite, not {dialect}")
     result = session.execute(text(sql), {"run_id": run_id})
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _insert_items_from_python(session: Session, run_id: str) -> int:
-    """The portable way: read the ids and insert them in batches."""
-    selection = session.get(RunSelection, run_id)
-    ids = list(selection.entity_ids) if selection else []
-    for start in range(0, len(ids), INSERT_BATCH):
-        session.execute(
-            insert(RunItem),
-            [
-                {"run_id": run_id, "seq": start + i, "entity_id": entity_id}
-                for i, entity_id in enumerate(ids[start : start + INSERT_BATCH])
-            ],
-        )
-    return len(ids)
 
 
 def cancel_run(*, session: Session, run: Run) -> Run:
