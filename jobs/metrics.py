@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.core import (
@@ -41,7 +41,7 @@ OUTCOMES = ("completed", "failed", "cancelled")
 class MetricsStore(Protocol):
     """Counters shared by the processes that report to one ``/metrics``."""
 
-    def add(self, metric: str, increments: Counter[str]) -> None: ...
+    def add(self, metric: str, increments: Mapping[str, float]) -> None: ...
 
     def read(self, metric: str) -> dict[str, float]: ...
 
@@ -51,12 +51,14 @@ class LocalStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._metrics: dict[str, Counter[str]] = {}
+        self._metrics: dict[str, defaultdict[str, float]] = {}
 
-    def add(self, metric: str, increments: Counter[str]) -> None:
+    def add(self, metric: str, increments: Mapping[str, float]) -> None:
         """Add ``increments`` to the metric's fields."""
         with self._lock:
-            self._metrics.setdefault(metric, Counter()).update(increments)
+            fields = self._metrics.setdefault(metric, defaultdict(float))
+            for name, amount in increments.items():
+                fields[name] += amount
 
     def read(self, metric: str) -> dict[str, float]:
         """The metric's fields and their totals."""
@@ -72,7 +74,7 @@ class RedisStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def add(self, metric: str, increments: Counter[str]) -> None:
+    def add(self, metric: str, increments: Mapping[str, float]) -> None:
         """HINCRBYFLOAT each field, in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for name, amount in increments.items():
@@ -97,7 +99,7 @@ def store_for(settings: Settings) -> MetricsStore:
     return shared_per_redis("metrics", settings.redis_url, RedisStore)
 
 
-def _safely_add(store: MetricsStore, metric: str, increments: Counter[str]) -> None:
+def _safely_add(store: MetricsStore, metric: str, increments: Mapping[str, float]) -> None:
     """Metrics are best effort: a Redis outage must not fail the work they describe."""
     if not increments:
         return
@@ -117,19 +119,18 @@ def _bucket(seconds: float) -> str:
 
 def observe_step_records(store: MetricsStore, records: Sequence[dict[str, Any]]) -> None:
     """Count finished step records into the step duration histogram, by step type."""
-    increments: Counter[str] = Counter()
+    increments: defaultdict[str, float] = defaultdict(float)
     for record in records:
         seconds = (record.get("durationMs") or 0) / 1000
         step_type = record["type"]
         increments[f"{step_type}|{_bucket(seconds)}"] += 1
-        # Counter adds floats fine; typeshed types its values as int.
-        increments[f"{step_type}|sum"] += seconds  # type: ignore[assignment]
+        increments[f"{step_type}|sum"] += seconds
     _safely_add(store, STEP_DURATIONS, increments)
 
 
 def observe_provider_call(store: MetricsStore, provider: str, outcome: str) -> None:
     """Count one LLM provider request by outcome (``rate_limited`` is a 429)."""
-    _safely_add(store, PROVIDER_CALLS, Counter({f"{provider}|{outcome}": 1}))
+    _safely_add(store, PROVIDER_CALLS, {f"{provider}|{outcome}": 1})
 
 
 class ConveyorCollector:
@@ -209,7 +210,7 @@ class ConveyorCollector:
         except RedisError as exc:
             log.warning("metrics store unreadable: %s", exc)
             stored_durations, stored_calls = {}, {}
-        for step_type, (buckets, total) in sorted(_histograms(stored_durations).items()):
+        for step_type, (buckets, total) in sorted(cumulative_histograms(stored_durations).items()):
             durations.add_metric([step_type], buckets, total)
         yield durations
         for field_name, count in sorted(stored_calls.items()):
@@ -218,7 +219,7 @@ class ConveyorCollector:
         yield calls
 
 
-def _histograms(
+def cumulative_histograms(
     fields: dict[str, float],
 ) -> dict[str, tuple[list[tuple[str, float]], float]]:
     """Stored per-bucket counts → cumulative Prometheus buckets and the sum, per step type."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import fakeredis
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
@@ -68,7 +66,7 @@ def test_a_redis_store_is_shared_between_clients():
     metrics.observe_step_records(worker_a, [{"type": "transform", "durationMs": 3}])
     metrics.observe_step_records(worker_b, [{"type": "transform", "durationMs": 700}])
     metrics.observe_provider_call(worker_b, "openai", "rate_limited")
-    histograms = metrics._histograms(web.read(metrics.STEP_DURATIONS))
+    histograms = metrics.cumulative_histograms(web.read(metrics.STEP_DURATIONS))
     buckets, total = histograms["transform"]
     as_dict = dict(buckets)
     assert as_dict["0.005"] == 1 and as_dict["0.5"] == 1 and as_dict["1.0"] == 2
@@ -84,7 +82,7 @@ def test_metrics_never_fail_the_work_when_redis_is_down():
 
 def test_local_store_adds_up():
     store = metrics.LocalStore()
-    store.add("x", Counter({"a": 1}))
-    store.add("x", Counter({"a": 2, "b": 1}))
-    assert store.read("x") == {"a": 3, "b": 1}
+    store.add("x", {"a": 1})
+    store.add("x", {"a": 2, "b": 1.5})
+    assert store.read("x") == {"a": 3, "b": 1.5}
     assert store.read("missing") == {}
