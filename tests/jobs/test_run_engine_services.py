@@ -123,11 +123,19 @@ def workers(services_settings: Settings) -> Iterator[list[subprocess.Popen[bytes
         process.wait(timeout=10)
 
 
-def _start(client, keys, count: int) -> tuple[dict, str]:
+def _start(
+    client, keys, count: int, receiver: WebhookReceiver | None = None
+) -> tuple[dict, list[str]]:
+    """``count`` entities and a workflow over them; with a ``receiver``, its publish step
+    delivers there (a slow receiver keeps the run going long enough to interrupt)."""
     entity_type = make_entity_type(client, keys)
-    entities = make_entities(client, keys, entity_type["id"], count)
-    workflow = make_workflow(client, keys, entity_type["id"], STEPS, settings={"concurrency": 200})
-    return workflow, [e["id"] for e in entities]
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], count)]
+    steps = STEPS
+    if receiver is not None:
+        publish = {"id": "pub", "type": "publish", "config": {"target": {"url": receiver.url}}}
+        steps = [*STEPS[:-1], publish]
+    workflow = make_workflow(client, keys, entity_type["id"], steps, settings={"concurrency": 200})
+    return workflow, ids
 
 
 def _run_over(client, keys, workflow, ids) -> str:
@@ -237,19 +245,9 @@ def slow_receiver() -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-def _start_publishing(client, keys, count: int, receiver: WebhookReceiver) -> tuple[dict, str]:
-    """Like ``_start``, but the workflow publishes to ``receiver`` (slow enough to interrupt)."""
-    entity_type = make_entity_type(client, keys)
-    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], count)]
-    publish = {"id": "pub", "type": "publish", "config": {"target": {"url": receiver.url}}}
-    steps = [*STEPS[:-1], publish]
-    workflow = make_workflow(client, keys, entity_type["id"], steps, settings={"concurrency": 200})
-    return workflow, ids
-
-
 def test_cancel_mid_run_and_retry(app_on_services, keys, session, workers, slow_receiver):
     client = app_on_services.test_client()
-    workflow, ids = _start_publishing(client, keys, 1000, slow_receiver)
+    workflow, ids = _start(client, keys, 1000, slow_receiver)
     run_id = _run_over(client, keys, workflow, ids)
     workers(1)
     _wait_for_progress(session, run_id, 50)
@@ -289,7 +287,7 @@ def test_database_unavailable_for_a_minute_mid_run(
     app_on_services, keys, session, workers, services_settings, slow_receiver
 ):
     client = app_on_services.test_client()
-    workflow, ids = _start_publishing(client, keys, 1000, slow_receiver)
+    workflow, ids = _start(client, keys, 1000, slow_receiver)
     url = make_url(services_settings.database_url)
     with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
         through_proxy = url.set(host="127.0.0.1", port=proxy.port)
