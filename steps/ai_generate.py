@@ -7,13 +7,15 @@ from typing import Any
 import marshmallow as ma
 
 from steps import templating
-from steps.base import StepContext, StepResult
+from steps.base import Category, SideEffect, StepContext, StepResult
 from steps.clients.llm import template_reply
 from steps.errors import StepError
 from steps.fields import DataPath, JsonSchemaDict, StepConfig, Template
 from steps.paths import set_path
 
 NAME = "ai_generate"
+SIDE_EFFECT = SideEffect.IDEMPOTENT
+CATEGORY = Category.AI
 DESCRIPTION = (
     "Renders `prompt` (and `system`), calls the LLM `provider` (`openai`-compatible, "
     "`anthropic`, or the offline `template` provider) with `model`, and writes the text — "

@@ -19,6 +19,26 @@ class Action(StrEnum):
     STOP = "stop"
     FAIL = "fail"
     GOTO = "goto"
+    WAIT = "wait"  # park the entity at a review gate until someone decides
+
+
+class SideEffect(StrEnum):
+    """What a step type does outside the entity's working copy, which decides how the
+    engine saves around it."""
+
+    NONE = "none"  # pure: a crash costs at most a re-run
+    IDEMPOTENT = "idempotent"  # may be repeated safely (a delivery under one idempotency key)
+    AT_MOST_ONCE = "at_most_once"  # saved as started before it runs; never repeated
+
+
+class Category(StrEnum):
+    """How ``GET /step-types`` groups step types."""
+
+    AI = "ai"
+    DATA = "data"
+    CONTROL = "control"
+    DELIVERY = "delivery"
+    REVIEW = "review"
 
 
 @dataclass

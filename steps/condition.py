@@ -7,10 +7,12 @@ from typing import Any
 import marshmallow as ma
 
 from steps import templating
-from steps.base import Action, StepContext, StepResult
+from steps.base import Action, Category, SideEffect, StepContext, StepResult
 from steps.fields import Expression, StepConfig
 
 NAME = "condition"
+SIDE_EFFECT = SideEffect.NONE
+CATEGORY = Category.CONTROL
 DESCRIPTION = (
     "Evaluates the `if` expression. `then` (when true) and `else` (when false) are each one "
     "of `continue`, `stop` (the entity completes here), `fail`, or `{goto: stepId}` "

@@ -7,11 +7,13 @@ from typing import Any
 import marshmallow as ma
 
 from steps import templating
-from steps.base import StepContext, StepResult
+from steps.base import Category, SideEffect, StepContext, StepResult
 from steps.errors import StepError
 from steps.fields import StepConfig, Template
 
 NAME = "notify"
+SIDE_EFFECT = SideEffect.AT_MOST_ONCE
+CATEGORY = Category.DELIVERY
 DESCRIPTION = (
     "Sends the rendered `message` to a `channel`: `webhook` (JSON POST to `url`), `slack` "
     "(an incoming-webhook `url`, or a credential holding it) or `email` (SMTP, via a "

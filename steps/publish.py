@@ -6,11 +6,13 @@ from typing import Any
 
 import marshmallow as ma
 
-from steps.base import StepContext, StepResult
+from steps.base import Category, SideEffect, StepContext, StepResult
 from steps.errors import StepError
 from steps.fields import StepConfig
 
 NAME = "publish"
+SIDE_EFFECT = SideEffect.IDEMPOTENT
+CATEGORY = Category.DELIVERY
 DESCRIPTION = (
     "Marks the entity published (`status: published`, `publishedAt`, `publishedVersion`) "
     "and, with a `target`, POSTs it to an HTTP endpoint signed per the Standard Webhooks "

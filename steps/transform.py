@@ -8,12 +8,14 @@ from typing import Any
 import marshmallow as ma
 
 from steps import templating
-from steps.base import StepContext, StepResult
+from steps.base import Category, SideEffect, StepContext, StepResult
 from steps.errors import TemplateError
 from steps.fields import DataPath, StepConfig, Template
 from steps.paths import get_path, has_path, set_path, unset_path
 
 NAME = "transform"
+SIDE_EFFECT = SideEffect.NONE
+CATEGORY = Category.DATA
 DESCRIPTION = (
     "Sets fields of the entity data from templates or literals (`set`), removes fields "
     "(`unset`), renames them (`rename`), and may set the entity `status`. String values "

@@ -11,11 +11,13 @@ import marshmallow as ma
 from jsonschema import Draft202012Validator
 
 from steps import templating
-from steps.base import Action, StepContext, StepResult
+from steps.base import Action, Category, SideEffect, StepContext, StepResult
 from steps.fields import DataPath, Expression, JsonSchemaDict, StepConfig
 from steps.paths import get_path, has_path
 
 NAME = "validate"
+SIDE_EFFECT = SideEffect.NONE
+CATEGORY = Category.DATA
 DESCRIPTION = (
     "Checks the entity data against a JSON Schema (default: the entity type's) and `rules`. "
     "On failure the entity fails with every error, unless `onInvalid` is `stop`, which "
