@@ -200,9 +200,15 @@ def cancel_run(*, session: Session, run: Run) -> Run:
     if run.status in TERMINAL:
         raise Conflict(f"The run is already {run.status}.")
     now = now_ms()
-    # Lock the run row so cancel and claims/finalize serialise.
+    # Lock the run row so cancel, dispatch and claims/finalize serialise. The caller
+    # loaded ``run`` before the lock: populate_existing re-reads the row (dispatch may
+    # have written its items and set it running meanwhile) instead of handing back the
+    # stale object from the session's identity map.
     locked = session.execute(
-        select(Run).where(col(Run.id) == run.id).with_for_update()
+        select(Run)
+        .where(col(Run.id) == run.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
     if locked.status in TERMINAL:
         raise Conflict(f"The run is already {locked.status}.")
