@@ -467,10 +467,10 @@ class SmtpPeer:
         self.tls, self.username, self.password = tls, username, password
         self.messages: list[dict[str, Any]] = []
         self.logins: list[str] = []
-        self._dir = tempfile.mkdtemp(prefix="conveyor-smtp-")
-        cert, key = self_signed_certificate(self._dir)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
+        # The context keeps the loaded key: the files (a private key) go as soon as it is read.
+        with tempfile.TemporaryDirectory(prefix="conveyor-smtp-") as directory:
+            context.load_cert_chain(*self_signed_certificate(directory))
         peer = self
 
         class Handler:

@@ -42,12 +42,41 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _dns_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="conveyor-dns")
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway (NAT64) forwards to.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries and may be delivered to: IPv4-mapped
+    (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), NAT64 (``64:ff9b::/96``), 6to4
+    (``2002::/16``) and Teredo (server and client)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found: list[ipaddress.IPv4Address] = []
+    last32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_COMPATIBLE or any(address in net for net in _NAT64):
+        found.append(last32)
+    if address.sixtofour:
+        found.append(address.sixtofour)
+    if address.teredo:
+        found.extend(address.teredo)
+    return found
+
+
 def is_public_address(address: IPAddress) -> bool:
     """True for a globally routable unicast address (not loopback, private, link-local,
-    shared (100.64/10, where some clouds keep metadata), multicast or reserved)."""
+    shared (100.64/10, where some clouds keep metadata), multicast or reserved), and, for an
+    IPv6 address that carries an IPv4 address (NAT64, 6to4, mapped...), only when that IPv4
+    address is public too."""
+    embedded = embedded_ipv4(address)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+        return is_public_address(address.ipv4_mapped)
+    if not (address.is_global and not address.is_multicast):
+        return False
+    return all(is_public_address(inner) for inner in embedded)
 
 
 @dataclass(frozen=True)
@@ -158,7 +187,7 @@ class GuardedTransport(httpx.HTTPTransport):
         ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
-            max_connections=100,
+            max_connections=512,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
             network_backend=GuardedBackend(policy),

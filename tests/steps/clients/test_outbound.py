@@ -46,6 +46,13 @@ def peer():
         "http://[::ffff:127.0.0.1]/",
         "http://[fd00:ec2::254]/",  # AWS IPv6 metadata
         "http://0.0.0.0/",
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+        "http://[64:ff9b:1::7f00:1]/",  # local-use NAT64 of 127.0.0.1
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+        "http://[::7f00:1]/",  # IPv4-compatible 127.0.0.1
+        "http://[::a00:8]/",  # IPv4-compatible 10.0.0.8
+        "http://[2001:0:7f00:1::]/",  # Teredo
     ],
 )
 def test_non_public_addresses_are_refused_without_an_allow_list(url):
@@ -94,3 +101,28 @@ def test_public_address_classification():
     assert is_public_address(ipaddress.ip_address("2606:4700::1111"))
     assert not is_public_address(ipaddress.ip_address("224.0.0.1"))
     assert not is_public_address(ipaddress.ip_address("::ffff:10.0.0.1"))
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8: a public IPv4 behind the gateway
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::a00:1", False),
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("2002:7f00:1::", False),
+        ("2002:c0a8:101::", False),  # 6to4 of 192.168.1.1
+        ("::7f00:1", False),
+        ("::a9fe:a9fe", False),
+        ("::ffff:a9fe:a9fe", False),
+    ],
+)
+def test_ipv6_addresses_carrying_an_ipv4_address_are_judged_by_it(address, public):
+    assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+def test_the_pool_allows_hundreds_of_calls_in_flight():
+    from steps.clients.outbound import GuardedTransport
+
+    transport = GuardedTransport(OutboundPolicy())
+    assert transport._pool._max_connections == 512
