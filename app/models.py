@@ -290,3 +290,25 @@ class TriggerEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=40)
     message: str | None = Field(default=None)
     run_id: str | None = Field(default=None, max_length=40)
+
+
+class WorkflowRevision(SQLModel, table=True):
+    """One saved version of a workflow, written in the same transaction as the save.
+
+    ``snapshot`` holds the workflow's content as stored on its row (``name``, ``description``,
+    ``status``, ``entity_type_id``, ``steps``, ``settings``); ``changes`` names the top-level
+    fields (camelCase, as the API shows them) that differ from the version before.
+    """
+
+    __tablename__ = "workflow_revisions"
+
+    workflow_id: str = Field(
+        primary_key=True, foreign_key="workflows.id", ondelete="CASCADE", max_length=40
+    )
+    version: int = Field(primary_key=True)
+    snapshot: dict[str, Any] = _json(False)
+    changes: list[str] = _json(False)
+    restored_from: int | None = Field(default=None)
+    actor_key_id: str | None = Field(default=None, max_length=40)
+    actor_key_prefix: str | None = Field(default=None, max_length=20)
+    created_at: int = _ms(False, now_ms)
