@@ -47,6 +47,7 @@ def test_cancel_with_a_run_object_loaded_before_dispatch_sees_the_dispatched_run
     # Before the fix the lock handed back the stale pending object: the items were
     # inserted a second time (UniqueViolation on PostgreSQL) and the cancel was lost.
     assert cancelled.cancel_requested
+    session.rollback()  # end the read transaction (SQLite: it holds the write lock)
     with Session(app.extensions["conveyor.engine"]) as fresh:
         stored = fresh.get(Run, run.id)
         assert stored is not None and stored.cancel_requested
