@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import marshmallow as ma
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, select
 from sqlmodel import Session, col
 
 from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from app.ids import new_id, now_ms
-from app.models import Run, Workflow
+from app.models import Run, Workflow, WorkflowRevision
 from app.services.entities import get_entity_type
+from app.services.revisions import Actor, get_revision, record_revision, snapshot_of
 from steps import registry
 from steps.condition import goto_targets
 from steps.errors import UnknownStepType
@@ -85,14 +87,25 @@ def get_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> Wo
     return row
 
 
-def create_workflow(*, session: Session, workspace_id: str, data: dict[str, Any]) -> Workflow:
-    """A new workflow."""
+def check_workflow(*, session: Session, workspace_id: str, data: dict[str, Any]) -> list[Any]:
+    """Everything a save checks beyond the schema: the entity type, then the steps.
+
+    Returns the steps as stored; raises 422 with the same paths a failed save answers.
+    """
     try:
         get_entity_type(session=session, workspace_id=workspace_id, type_id=data["entity_type_id"])
     except NotFound as exc:
         raise ValidationFailed(
             "Unknown entity type.", {"entityTypeId": ["Unknown entity type."]}
         ) from exc
+    return check_steps(data["steps"])
+
+
+def create_workflow(
+    *, session: Session, workspace_id: str, data: dict[str, Any], actor: Actor | None = None
+) -> Workflow:
+    """A new workflow, with its first revision."""
+    steps = check_workflow(session=session, workspace_id=workspace_id, data=data)
     row = Workflow(
         id=new_id("wf"),
         workspace_id=workspace_id,
@@ -100,10 +113,11 @@ def create_workflow(*, session: Session, workspace_id: str, data: dict[str, Any]
         name=data["name"],
         description=data.get("description"),
         status=data["status"],
-        steps=check_steps(data["steps"]),
+        steps=steps,
         settings=data["settings"],  # stored as loaded (snake_case)
     )
     session.add(row)
+    record_revision(session=session, row=row, actor=actor)
     session.commit()
     return row
 
@@ -115,13 +129,24 @@ def update_workflow(
     workflow_id: str,
     data: dict[str, Any],
     expected_version: int | None = None,
+    actor: Actor | None = None,
+    restored_from: int | None = None,
 ) -> Workflow:
-    """Change a workflow; every change bumps ``version`` (runs keep the version they pinned)."""
+    """Change a workflow; every change bumps ``version`` and keeps a revision of it.
+
+    Runs keep the version they pinned. ``entity_type_id`` may be sent back unchanged (a
+    workflow's JSON from ``GET`` is a valid ``PATCH``), but a workflow never changes type.
+    """
     row = get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
     if expected_version is not None and expected_version != row.version:
         raise PreconditionFailed(
             f"Version mismatch: the workflow is at version {row.version}, not {expected_version}."
         )
+    data = dict(data)
+    if data.pop("entity_type_id", row.entity_type_id) != row.entity_type_id:
+        message = "A workflow's entity type cannot change; duplicate or import it instead."
+        raise ValidationFailed(message, {"entityTypeId": [message]})
+    previous = snapshot_of(row)
     if "steps" in data:
         row.steps = check_steps(data["steps"])
     if "settings" in data:
@@ -129,12 +154,73 @@ def update_workflow(
     for field in ("name", "description", "status"):
         if field in data:
             setattr(row, field, data[field])
-    if data:
+    if data or restored_from is not None:
         row.version += 1
         row.updated_at = now_ms()
+        record_revision(
+            session=session,
+            row=row,
+            actor=actor,
+            previous=previous,
+            restored_from=restored_from,
+        )
     session.add(row)
     session.commit()
     return row
+
+
+def restore_workflow(
+    *,
+    session: Session,
+    workspace_id: str,
+    workflow_id: str,
+    version: int,
+    actor: Actor | None = None,
+) -> Workflow:
+    """Put back an earlier version's content as a new version (its steps checked again)."""
+    get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
+    revision = get_revision(session=session, workflow_id=workflow_id, version=version)
+    content = {k: v for k, v in revision.snapshot.items() if k != "entity_type_id"}
+    return update_workflow(
+        session=session,
+        workspace_id=workspace_id,
+        workflow_id=workflow_id,
+        data=content,
+        actor=actor,
+        restored_from=version,
+    )
+
+
+def duplicate_workflow(
+    *,
+    session: Session,
+    workspace_id: str,
+    workflow_id: str,
+    name: str | None = None,
+    actor: Actor | None = None,
+) -> Workflow:
+    """A new ``draft`` workflow with the same steps and settings; no triggers, no runs."""
+    source = get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
+    row = Workflow(
+        id=new_id("wf"),
+        workspace_id=workspace_id,
+        entity_type_id=source.entity_type_id,
+        name=name or _copy_name(source.name),
+        description=source.description,
+        status="draft",
+        steps=copy.deepcopy(source.steps),
+        settings=copy.deepcopy(source.settings),
+    )
+    session.add(row)
+    record_revision(session=session, row=row, actor=actor)
+    session.commit()
+    return row
+
+
+def _copy_name(name: str) -> str:
+    """``"<name> (copy)"``, cut so it stays within the 200 characters a name may have."""
+    suffix = " (copy)"
+    return name[: 200 - len(suffix)] + suffix
 
 
 def delete_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> None:
@@ -148,5 +234,6 @@ def delete_workflow(*, session: Session, workspace_id: str, workflow_id: str) ->
 
     if session.scalar(select(exists().where(col(Trigger.workflow_id) == workflow_id))):
         raise Conflict("Triggers start this workflow; delete them first.")
+    session.execute(delete(WorkflowRevision).where(col(WorkflowRevision.workflow_id) == row.id))
     session.delete(row)
     session.commit()
