@@ -90,7 +90,16 @@ def _error_response(code: int, name: str, message: str, errors: Any = None) -> R
 
 def init_app(app: Flask) -> Api:
     """Create the Api, register every resource blueprint and the error handlers."""
-    api = Api(app, spec_kwargs={"info": {"description": _DESCRIPTION}})
+    from app.api.openapi import ConveyorSpecPlugin, add_error_examples, add_operational_paths
+
+    api = Api(
+        app,
+        spec_kwargs={
+            "info": {"description": _DESCRIPTION},
+            # operationIds and examples for every operation, as blueprints register them
+            "extra_plugins": [ConveyorSpecPlugin()],
+        },
+    )
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "cvk_... API key"}
     )
@@ -98,6 +107,8 @@ def init_app(app: Flask) -> Api:
     for name in BLUEPRINT_MODULES:
         module = importlib.import_module(f"app.api.{name}")
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
+    add_operational_paths(api.spec)
+    add_error_examples(api.spec.components)
 
     @app.errorhandler(ConveyorError)
     def _conveyor_error(error: ConveyorError) -> Response:
