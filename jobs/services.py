@@ -11,7 +11,6 @@ import functools
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,8 +100,6 @@ class StepServices:
     policy: OutboundPolicy
     credentials: CredentialStore
     llm: LLMGateway
-    backoff_seconds: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
 
     def secrets(self) -> list[str]:
         """Credential values to redact from logs, outputs and errors."""
@@ -114,12 +111,13 @@ class StepServices:
         ``webhook-id`` is ``ctx.idempotency_key`` on every attempt and every resumption, so a
         receiver that dedupes on it sees each (run, entity, step) exactly once.
         """
-        secret, headers = None, dict(target.get("headers") or {})
+        secret, headers, url = None, dict(target.get("headers") or {}), target["url"]
         if target.get("credential"):
             credential = self._typed(target["credential"], "webhook")
             secret = credential.data.get("secret")
             if not secret:
                 raise StepError(f"credential {credential.name!r} has no signing secret")
+            url = webhooks.credential_url(credential, url)  # its secret goes only there
             headers = {**(credential.data.get("headers") or {}), **headers}
         entity = ctx.entity
         payload = webhooks.event(
@@ -136,17 +134,15 @@ class StepServices:
                 "stepId": ctx.step_id,
             },
         )
-        response = webhooks.deliver(
+        response = webhooks.deliver(  # one request: settings.retry decides about another
             self.policy,
-            target["url"],
+            url,
             payload,
             message_id=ctx.idempotency_key,
             secret=secret,
             headers=headers,
             timeout=float(target.get("timeout_seconds") or 10.0),
-            backoff_seconds=self.backoff_seconds,
             remaining=_remaining(ctx),
-            sleep=self.sleep,
         )
         return {"statusCode": response.status_code}
 
@@ -207,7 +203,7 @@ class StepServices:
             credential = self._typed(config["credential"], "webhook")
             secret = credential.data.get("secret")
             headers = dict(credential.data.get("headers") or {})
-            url = url or credential.data.get("url")
+            url = webhooks.credential_url(credential, url)  # its secret goes only there
         if not url:
             raise StepError("the webhook notification has no url (in the step or its credential)")
         payload = webhooks.event(
@@ -221,7 +217,6 @@ class StepServices:
             secret=secret,
             headers=headers,
             remaining=remaining,
-            backoff_seconds=self.backoff_seconds,
         )
 
     def _typed(self, name: str | None, type_: str) -> ResolvedCredential:

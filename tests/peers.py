@@ -367,6 +367,7 @@ class WebhookReceiver(HttpPeer):
         self.fail_first = fail_first
         self.status = status
         self.redirect_to: str | None = None
+        self.reply_headers: dict[str, str] = {}  # sent with refusals (a Retry-After, say)
         self.delay = 0.0
         self.deliveries: list[dict[str, Any]] = []
         self.ids: Counter[str] = Counter()
@@ -394,13 +395,13 @@ class WebhookReceiver(HttpPeer):
         with self.lock:
             if self.fail_first > 0:
                 self.fail_first -= 1
-                return _json_reply(500, {"error": "receiver hiccup"})
+                return _json_reply(500, {"error": "receiver hiccup"}, self.reply_headers)
             self.ids[headers.get("webhook-id", "")] += 1
             self.deliveries.append(
                 {"path": path, "headers": headers, "json": json.loads(body or b"null")}
             )
         if self.status != 200:
-            return _json_reply(self.status, {"error": "refused"})
+            return _json_reply(self.status, {"error": "refused"}, self.reply_headers)
         return 200, {"Content-Type": "text/plain"}, b"ok"
 
 

@@ -1,9 +1,10 @@
 """Notification senders: a signed JSON webhook and a Slack incoming webhook.
 
-Notifications are at most once per (run, entity, step): a failure after the request may have
-reached the peer is final (not retried), except for the webhook channel, whose receivers
-dedupe on ``webhook-id``. Failures where nothing was sent stay retryable. Email is in
-``steps.clients.mail``.
+Each call sends one request; the step's retry policy (``settings.retry``) decides whether
+another is sent. Notifications are at most once per (run, entity, step): a failure after the
+request may have reached the peer is final (not retryable), except for the webhook channel,
+whose receivers dedupe on ``webhook-id``. Failures where nothing was sent stay retryable.
+Email is in ``steps.clients.mail``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def send_webhook(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
     remaining: Callable[[], float] = lambda: float("inf"),
-    backoff_seconds: float = 1.0,
 ) -> int:
-    """POST a (signed) notification event; the status code of the accepted attempt."""
+    """POST a (signed) notification event once; the status code it was accepted with.
+
+    Failures worth retrying raise ``TransientError``; the step's retry policy decides.
+    """
     response = webhooks.deliver(
         policy,
         url,
@@ -57,6 +60,5 @@ def send_webhook(
         headers=headers,
         timeout=timeout,
         remaining=remaining,
-        backoff_seconds=backoff_seconds,
     )
     return response.status_code

@@ -221,6 +221,26 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(first: str, second: str) -> bool:
+    """True when two URLs have the same scheme, host and port (default ports filled in):
+    the boundary a credential's secret may not cross."""
+
+    def key(url: str) -> tuple[str, str, int | None]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        host = (parts.hostname or "").rstrip(".")
+        return scheme, host, port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+    return key(first) == key(second)
+
+
 @dataclass
 class OutboundResponse:
     """A finished response with its (capped) body."""

@@ -6,17 +6,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import random
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from steps.clients import ResolvedCredential
 from steps.clients.llm import retry_after_seconds
-from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request
-from steps.errors import OutboundTimeout, OutboundUnreachable, StepError, TransientError
+from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request, same_origin
+from steps.errors import StepError, TransientError
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 RESERVED_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
@@ -85,52 +84,56 @@ def deliver(
     secret: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
-    attempts: int = 3,
-    backoff_seconds: float = 1.0,
     remaining: Callable[[], float] = lambda: float("inf"),
-    sleep: Callable[[float], None] = time.sleep,
 ) -> OutboundResponse:
-    """Deliver until a 2xx, retrying 408/429/5xx and transport failures with backoff.
+    """Deliver once: the response to a 2xx; ``TransientError`` (with the receiver's
+    ``Retry-After``) on 408/429/5xx and transport failures; ``StepError`` on another 4xx.
 
-    Retrying is safe because every attempt carries the same ``webhook-id``: the receiver
-    dedupes. A 4xx other than 408/429 fails at once with the receiver's answer.
+    One request per call: the step's retry policy (``settings.retry``) alone decides whether
+    there is another, so ``maxAttempts`` bounds the requests a receiver sees. Retrying is safe
+    because every attempt carries the same ``webhook-id``: the receiver dedupes.
     """
     where = origin(url)
-    last: TransientError | None = None
-    for attempt in range(attempts):
-        call_timeout = min(timeout, max(1.0, remaining()))
-        try:
-            response = post_event(
-                policy,
-                url,
-                payload,
-                message_id=message_id,
-                secret=secret,
-                headers=headers,
-                timeout=call_timeout,
-            )
-        except (OutboundUnreachable, OutboundTimeout) as exc:
-            last = exc
-            delay = backoff_seconds * 2**attempt * random.uniform(0.5, 1.0)
-        else:
-            status = response.status_code
-            if 200 <= status < 300:
-                return response
-            message = f"{where} answered {status}: {response.snippet(200)}"
-            if status not in (408, 429) and status < 500:
-                raise StepError(message)
-            hint = retry_after_seconds(response.headers)
-            last = TransientError(message, retry_after=hint)
-            delay = (
-                hint
-                if hint is not None
-                else backoff_seconds * 2**attempt * random.uniform(0.5, 1.0)
-            )
-        if attempt + 1 >= attempts or delay >= remaining() - 1:
-            break
-        sleep(delay)
-    assert last is not None
-    raise TransientError(
-        f"delivery failed: {last.message} (after {attempt + 1} attempt{'s' if attempt else ''})",
-        retry_after=last.retry_after,
+    response = post_event(
+        policy,
+        url,
+        payload,
+        message_id=message_id,
+        secret=secret,
+        headers=headers,
+        timeout=min(timeout, max(1.0, remaining())),
     )
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    message = f"{where} answered {status}: {response.snippet(200)}"
+    if status in (408, 429) or status >= 500:
+        raise TransientError(message, retry_after=retry_after_seconds(response.headers))
+    raise StepError(message)
+
+
+def credential_url(credential: ResolvedCredential, url: str | None) -> str:
+    """Where a webhook credential may be used for a step that names ``url``.
+
+    A credential's secret goes only to the destination stored with it: with a stored ``url``,
+    the step may name only a URL of the same origin (scheme, host and port), else this
+    refuses. Without a stored ``url`` the credential may sign for any URL (the signing
+    secret never leaves the process: only a signature of each body is sent), but it may not
+    carry ``headers``, which would be sent verbatim.
+    """
+    stored = credential.data.get("url")
+    if stored:
+        if url and not same_origin(url, stored):
+            raise StepError(
+                f"credential {credential.name!r} may only be sent to {origin(stored)}, where "
+                f"its url points, not to {origin(url)}; remove the url or use another credential"
+            )
+        return str(url or stored)
+    if not url:
+        raise StepError(f"credential {credential.name!r} has no url and the step names none")
+    if credential.data.get("headers"):
+        raise StepError(
+            f"credential {credential.name!r} carries headers but no url: its headers are sent "
+            "only to a url stored with them; add the url to the credential"
+        )
+    return url

@@ -8,6 +8,7 @@ from steps import notify
 from steps.errors import StepError, TransientError
 from tests.peers import SmtpPeer, WebhookReceiver, new_webhook_secret
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
+from tests.steps.walking import walk_step
 
 
 @pytest.fixture
@@ -90,6 +91,51 @@ def test_slack_refusals(services):
         with pytest.raises(StepError, match="answered 500") as caught:
             run({"channel": "slack", "url": slack.url, "message": "x"}, make_ctx(services=services))
         assert not caught.value.retryable and len(slack.requests) == 1
+
+
+@pytest.mark.parametrize(("max_attempts", "sent"), [(None, 1), (1, 1), (3, 3)])
+def test_max_attempts_bounds_the_webhook_requests(services, max_attempts, sent):
+    with WebhookReceiver(fail_first=100) as receiver:
+        config = {"channel": "webhook", "url": receiver.url, "message": "hi"}
+        progress = walk_step("notify", config, services, max_attempts=max_attempts)
+    assert progress.status == "failed" and "answered 500" in progress.error
+    assert len(receiver.requests) == sent and progress.records[0]["attempts"] == sent
+    assert {r["headers"]["webhook-id"] for r in receiver.requests} == {"run_1:ent_1:step_1"}
+
+
+def test_a_webhook_that_recovers_is_delivered_on_the_steps_retry(services):
+    with WebhookReceiver(fail_first=1) as receiver:
+        config = {"channel": "webhook", "url": receiver.url, "message": "hi"}
+        progress = walk_step("notify", config, services, max_attempts=3)
+    assert progress.status == "completed" and progress.records[0]["attempts"] == 2
+    assert receiver.statuses == {500: 1, 200: 1} and receiver.unique_ids == 1
+
+
+def test_slack_is_sent_once_whatever_max_attempts_says(services):
+    with WebhookReceiver(fail_first=100) as slack:
+        config = {"channel": "slack", "url": slack.url, "message": "hi"}
+        progress = walk_step("notify", config, services, max_attempts=3)
+    assert progress.status == "failed" and len(slack.requests) == 1  # a 500 may have posted
+
+
+def test_a_webhook_credential_with_a_url_is_sent_only_there(services, session, settings, workspace):
+    secret = new_webhook_secret()
+    with WebhookReceiver(secret) as own, WebhookReceiver() as elsewhere:
+        add_credential(
+            session,
+            settings,
+            workspace,
+            "ops",
+            "webhook",
+            {"secret": secret, "url": own.url + "/ops", "headers": {"X-Token": "tok-ops-123"}},
+        )
+        config = {"channel": "webhook", "credential": "ops", "url": elsewhere.url, "message": "x"}
+        with pytest.raises(StepError, match="may only be sent to") as caught:
+            run(config, make_ctx(services=services))
+        assert not caught.value.retryable
+        run({**config, "url": own.url + "/ops"}, make_ctx(services=services))
+    assert elsewhere.requests == []
+    assert len(own.deliveries) == 1 and own.rejected == 0
 
 
 def smtp_credential(session, settings, workspace, peer, name="mail", **overrides):

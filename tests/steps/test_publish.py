@@ -8,6 +8,7 @@ from steps import publish
 from steps.errors import OutboundRefused, StepError, TransientError
 from tests.peers import WebhookReceiver, new_webhook_secret
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
+from tests.steps.walking import walk_step
 
 
 @pytest.fixture
@@ -75,21 +76,45 @@ def test_a_resumed_step_reuses_its_key_so_the_receiver_dedupes(services, receive
     assert receiver.unique_ids == 2
 
 
-def test_receiver_errors_are_retried_with_the_same_key(services, receiver):
+def test_a_receiver_error_is_one_transient_failure(services, receiver):
+    receiver.fail_first = 1
+    with pytest.raises(TransientError, match="answered 500: .*receiver hiccup") as caught:
+        run({"target": {"url": receiver.url, "credential": "hook"}}, make_ctx(services=services))
+    assert caught.value.retry_after is None
+    assert receiver.statuses == {500: 1}  # no retry hidden inside the client
+
+
+def test_the_steps_retries_resend_with_the_same_key(services, receiver):
     receiver.fail_first = 2
-    result = run(
-        {"target": {"url": receiver.url, "credential": "hook"}}, make_ctx(services=services)
-    )
-    assert result.output["delivery"] == {"statusCode": 200}
+    target = {"url": receiver.url, "credential": "hook"}
+    progress = walk_step("publish", {"target": target}, services, max_attempts=3)
+    assert progress.status == "completed"
+    assert progress.records[0]["output"]["delivery"] == {"statusCode": 200}
+    assert progress.records[0]["attempts"] == 3
     assert receiver.statuses == {500: 2, 200: 1}
     assert {r["headers"]["webhook-id"] for r in receiver.requests} == {"run_1:ent_1:step_1"}
 
 
-def test_a_receiver_that_stays_down_is_a_transient_error(services, receiver):
-    receiver.fail_first = 10
-    with pytest.raises(TransientError, match="answered 500") as caught:
-        run({"target": {"url": receiver.url, "credential": "hook"}}, make_ctx(services=services))
-    assert "after 3 attempts" in caught.value.message
+@pytest.mark.parametrize(("max_attempts", "sent"), [(None, 1), (1, 1), (3, 3)])
+def test_max_attempts_bounds_the_requests_a_failing_receiver_gets(
+    services, receiver, max_attempts, sent
+):
+    receiver.fail_first = 100
+    target = {"url": receiver.url, "credential": "hook"}
+    progress = walk_step("publish", {"target": target}, services, max_attempts=max_attempts)
+    assert progress.status == "failed" and "answered 500" in progress.error
+    assert len(receiver.requests) == sent
+    assert progress.records[0]["attempts"] == sent
+
+
+def test_a_429_retry_after_is_what_the_step_waits(services, receiver):
+    receiver.status = 429
+    receiver.reply_headers = {"Retry-After": "7"}
+    sleeps: list[float] = []
+    target = {"url": receiver.url, "credential": "hook"}
+    progress = walk_step("publish", {"target": target}, services, max_attempts=2, sleeps=sleeps)
+    assert progress.status == "failed" and "answered 429" in progress.error
+    assert len(receiver.requests) == 2 and len(sleeps) == 1 and sleeps[0] >= 7
 
 
 def test_a_4xx_fails_at_once(services, receiver):
@@ -134,3 +159,47 @@ def test_redirects_to_private_addresses_are_refused(app, settings, workspace, re
     receiver.redirect_to = "http://169.254.169.254/latest/meta-data"
     with pytest.raises(OutboundRefused, match="169.254.169.254"):
         run({"target": {"url": receiver.url}}, make_ctx(services=services))
+
+
+def test_a_credential_with_a_url_is_sent_only_there(services, session, settings, workspace):
+    secret = new_webhook_secret()
+    with WebhookReceiver(secret) as own, WebhookReceiver() as elsewhere:
+        add_credential(
+            session,
+            settings,
+            workspace,
+            "pinned",
+            "webhook",
+            {"secret": secret, "url": own.url + "/in", "headers": {"X-Token": "tok-pinned-1"}},
+        )
+        with pytest.raises(StepError, match="may only be sent to") as caught:
+            run(
+                {"target": {"url": elsewhere.url + "/in", "credential": "pinned"}},
+                make_ctx(services=services),
+            )
+        assert not caught.value.retryable
+        run(
+            {"target": {"url": own.url + "/other", "credential": "pinned"}},
+            make_ctx(services=services),
+        )
+    assert elsewhere.requests == []
+    assert [r["path"] for r in own.requests] == ["/other"]
+    assert own.requests[0]["headers"]["x-token"] == "tok-pinned-1" and own.rejected == 0
+
+
+def test_credential_headers_without_a_url_go_nowhere(services, session, settings, workspace):
+    add_credential(
+        session,
+        settings,
+        workspace,
+        "loose",
+        "webhook",
+        {"secret": new_webhook_secret(), "headers": {"X-Token": "tok-loose-1"}},
+    )
+    with WebhookReceiver() as elsewhere:
+        with pytest.raises(StepError, match="headers but no url"):
+            run(
+                {"target": {"url": elsewhere.url, "credential": "loose"}},
+                make_ctx(services=services),
+            )
+    assert elsewhere.requests == []
