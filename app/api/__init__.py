@@ -21,6 +21,7 @@ BLUEPRINT_MODULES = (
     "entity_types",
     "entities",
     "workflows",
+    "revisions",
     "step_types",
     "credentials",
     "runs",

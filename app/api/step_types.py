@@ -9,7 +9,7 @@ from flask.views import MethodView
 from app.api import Blueprint
 from app.auth import require_role
 from app.errors import NotFound
-from app.schemas.workflows import StepTypeSchema
+from app.schemas.workflows import StepTypeQueryArgsSchema, StepTypeSchema
 from steps import registry
 from steps.errors import UnknownStepType
 
@@ -19,8 +19,10 @@ blp = Blueprint("step_types", __name__, description="Step types: config and outp
 
 def _describe(name: str) -> dict[str, Any]:
     data = registry.describe(name)
+    category = getattr(registry.get_step_type(name), "CATEGORY", None)
     return {
         "type": data["type"],
+        "category": None if category is None else str(category),
         "description": data["description"],
         "config_schema": data["configSchema"],
         "output_schema": data["outputSchema"],
@@ -30,10 +32,14 @@ def _describe(name: str) -> dict[str, Any]:
 @blp.route("")
 class StepTypes(MethodView):
     @require_role("viewer")
+    @blp.arguments(StepTypeQueryArgsSchema, location="query")
     @blp.response(200, StepTypeSchema(many=True))
-    def get(self) -> Any:
-        """List step types with their config and output JSON Schemas"""
-        return [_describe(name) for name in registry.step_type_names()]
+    def get(self, args: dict[str, Any]) -> Any:
+        """List step types with their category and config and output JSON Schemas"""
+        described = [_describe(name) for name in registry.step_type_names()]
+        if "category" in args:
+            described = [d for d in described if d["category"] == args["category"]]
+        return described
 
 
 @blp.route("/<step_type>")

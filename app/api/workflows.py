@@ -2,28 +2,86 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import request
+import yaml
+from flask import Response, request
 from flask.views import MethodView
 from sqlmodel import col, select
 
 from app.api import Blueprint
 from app.auth import current_caller, require_role
 from app.db import db_session
+from app.errors import ConveyorError
 from app.models import Workflow
 from app.pagination import keyset_page, page_headers
 from app.schemas.workflows import (
+    ValidationResultSchema,
+    WorkflowDocumentSchema,
+    WorkflowDuplicateSchema,
     WorkflowQueryArgsSchema,
     WorkflowSchema,
     WorkflowSummarySchema,
     WorkflowUpdateSchema,
 )
+from app.services import workflow_documents as documents
 from app.services import workflows as service
 from app.services.entities import parse_if_match
+from app.services.revisions import Actor
 
 URL_PREFIX = "/workflows"
 blp = Blueprint("workflows", __name__, description="Workflows: ordered, typed steps.")
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+# A request body that is JSON or YAML, chosen by Content-Type.
+DOCUMENT_BODY = {
+    "required": True,
+    "content": {
+        media: {"schema": {"$ref": "#/components/schemas/WorkflowDocument"}}
+        for media in ("application/json", "application/yaml")
+    },
+}
+
+
+def caller_actor() -> Actor:
+    """The calling key, as revisions record it."""
+    caller = current_caller()
+    return Actor(key_id=caller.key_id, key_prefix=caller.key_prefix)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a small document cannot expand into a huge one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases are not accepted", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def json_or_yaml_body() -> Any:
+    """The request body, parsed as YAML when its Content-Type says so, else as JSON (400 when
+    malformed)."""
+    if request.mimetype in YAML_TYPES:
+        try:
+            return yaml.load(request.get_data(as_text=True), Loader=_NoAliasLoader)  # noqa: S506
+        except yaml.YAMLError as exc:
+            raise ConveyorError(f"The body is not valid YAML: {exc}") from exc
+    body = request.get_json(force=True, silent=True)
+    if body is None and request.get_data():
+        raise ConveyorError("The body is not valid JSON.")
+    return body
+
+
+def wants_yaml() -> bool:
+    """True when the client asks for YAML (``Accept`` or ``?format=yaml``)."""
+    if request.args.get("format") in ("yaml", "yml"):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", *YAML_TYPES])
+    return best in YAML_TYPES
 
 
 @blp.route("")
@@ -45,7 +103,10 @@ class Workflows(MethodView):
     def post(self, data: dict[str, Any]) -> Any:
         """Create a workflow (each step's config is checked against its type)"""
         row = service.create_workflow(
-            session=db_session(), workspace_id=current_caller().workspace_id, data=data
+            session=db_session(),
+            workspace_id=current_caller().workspace_id,
+            data=data,
+            actor=caller_actor(),
         )
         return row, {"ETag": f'"{row.version}"'}
 
@@ -74,6 +135,7 @@ class WorkflowsById(MethodView):
             workflow_id=workflow_id,
             data=data,
             expected_version=parse_if_match(request.headers.get("If-Match")),
+            actor=caller_actor(),
         )
         return row, {"ETag": f'"{row.version}"'}
 
@@ -86,3 +148,80 @@ class WorkflowsById(MethodView):
             workspace_id=current_caller().workspace_id,
             workflow_id=workflow_id,
         )
+
+
+@blp.route("/<workflow_id>/duplicate")
+class WorkflowDuplicate(MethodView):
+    @require_role("editor")
+    @blp.arguments(WorkflowDuplicateSchema, required=False)
+    @blp.response(201, WorkflowSchema)
+    def post(self, data: dict[str, Any], workflow_id: str) -> Any:
+        """Copy a workflow into a new draft, "<name> (copy)" unless named (no triggers, no runs)"""
+        row = service.duplicate_workflow(
+            session=db_session(),
+            workspace_id=current_caller().workspace_id,
+            workflow_id=workflow_id,
+            name=data.get("name"),
+            actor=caller_actor(),
+        )
+        return row, {"ETag": f'"{row.version}"'}
+
+
+@blp.route("/<workflow_id>/export")
+class WorkflowExport(MethodView):
+    @require_role("viewer")
+    @blp.response(
+        200,
+        WorkflowDocumentSchema,
+        content_type="application/json",
+        description="JSON, or YAML with Accept: application/yaml (or ?format=yaml)",
+    )
+    def get(self, workflow_id: str) -> Any:
+        """Export a workflow as a portable document (JSON or YAML; no ids, no secrets)"""
+        session = db_session()
+        row = service.get_workflow(
+            session=session, workspace_id=current_caller().workspace_id, workflow_id=workflow_id
+        )
+        document = documents.export_document(session=session, workflow=row)
+        if wants_yaml():
+            text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+            return Response(text, mimetype="application/yaml")
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        return Response(text, mimetype="application/json")
+
+
+@blp.route("/import")
+class WorkflowImport(MethodView):
+    @require_role("editor")
+    @blp.doc(requestBody=DOCUMENT_BODY)
+    @blp.response(201, WorkflowSchema)
+    def post(self) -> Any:
+        """Create a draft workflow from an exported document (JSON or YAML by Content-Type)"""
+        row = documents.import_document(
+            session=db_session(),
+            workspace_id=current_caller().workspace_id,
+            body=json_or_yaml_body(),
+            actor=caller_actor(),
+        )
+        return row, {"ETag": f'"{row.version}"'}
+
+
+@blp.route("/validate")
+class WorkflowValidate(MethodView):
+    @require_role("viewer")
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "description": "a POST /workflows body or an exported document, JSON or YAML",
+            "content": DOCUMENT_BODY["content"],
+        }
+    )
+    @blp.response(200, ValidationResultSchema)
+    def post(self) -> Any:
+        """Check a workflow body or document as a save would, without saving it"""
+        errors = documents.validation_errors(
+            session=db_session(),
+            workspace_id=current_caller().workspace_id,
+            body=json_or_yaml_body(),
+        )
+        return {"valid": True} if not errors else {"valid": False, "errors": errors}

@@ -11,7 +11,7 @@ def test_list_has_the_six_built_ins_with_their_schemas(client, keys):
     assert response.status_code == 200
     assert [t["type"] for t in response.json][:6] == BUILT_INS
     for step_type in response.json:
-        assert set(step_type) == {"type", "description", "configSchema", "outputSchema"}
+        assert set(step_type) == {"type", "category", "description", "configSchema", "outputSchema"}
         assert step_type["description"]
         assert step_type["configSchema"]["type"] == "object"
         assert isinstance(step_type["configSchema"]["properties"], dict)
