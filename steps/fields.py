@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
+from jsonschema.exceptions import SchemaError
 
 from steps import templating
 from steps.paths import PATH_PATTERN
+from steps.schemas import check_schema
 
 
 class Template(ma.fields.String):
@@ -42,15 +44,12 @@ class DataPath(ma.fields.String):
 
 
 class JsonSchemaDict(ma.fields.Dict):
-    """A JSON Schema (2020-12), checked to be one on save."""
+    """A JSON Schema (2020-12), checked to be one on save, with regexes RE2 can run."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
         schema = super()._deserialize(value, attr, data, **kwargs)
         try:
-            Draft202012Validator.check_schema(schema)
+            check_schema(schema)
         except SchemaError as exc:
             where = "/".join(str(p) for p in exc.path) or "(root)"
             raise ma.ValidationError(f"Not a valid JSON Schema at {where}: {exc.message}") from exc

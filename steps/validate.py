@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import re
 from typing import Any
 
 import marshmallow as ma
-from jsonschema import Draft202012Validator
 
-from steps import templating
+from steps import schemas, templating
 from steps.base import Action, Category, SideEffect, StepContext, StepResult
 from steps.fields import DataPath, Expression, JsonSchemaDict, StepConfig
 from steps.paths import get_path, has_path
@@ -58,11 +54,12 @@ class Rule(ma.Schema):
 
     @ma.validates("pattern")
     def _pattern_compiles(self, value: str | None, **kwargs: Any) -> None:
+        """The pattern must run on RE2 (linear time): refused on save, not at run time."""
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ma.ValidationError(f"Not a valid regular expression: {exc}") from exc
+                schemas.compile_user_regex(value)
+            except schemas.UserRegexError as exc:
+                raise ma.ValidationError(str(exc)) from exc
 
     @ma.validates_schema
     def _has_subject(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -78,15 +75,9 @@ class Config(StepConfig):
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Draft202012Validator:
-    """A compiled validator per distinct schema (schemas repeat across a run)."""
-    return Draft202012Validator(json.loads(schema_json))
-
-
 def schema_errors(schema: dict[str, Any], data: Any) -> list[dict[str, str]]:
     """Every place ``data`` breaks ``schema``, as ``{path, message}``."""
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = schemas.validator(schema)  # cached per schema; regexes run on RE2
     errors = []
     for error in validator.iter_errors(data):
         base = [str(p) for p in error.absolute_path]
@@ -129,7 +120,7 @@ def _rule_errors(rule: dict[str, Any], ctx: StepContext) -> list[dict[str, str]]
             if rule["max_length"] is not None and len(value) > rule["max_length"]:
                 fail(f"{path} is longer than {rule['max_length']}")
         if rule["pattern"] is not None and not (
-            isinstance(value, str) and re.search(rule["pattern"], value)
+            isinstance(value, str) and schemas.regex_search(rule["pattern"], value)
         ):
             fail(f"{path} does not match {rule['pattern']}")
         if rule["enum"] is not None and value not in rule["enum"]:
