@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import marshmallow as ma
 import pytest
 
@@ -80,7 +82,7 @@ def test_pattern_keywords_still_validate():
 def test_ai_generate_json_schema_patterns_finish():
     schema = {"type": "object", "properties": {"slug": {"type": "string", "pattern": EVIL}}}
     with finishes_within(10):
-        value, problem = parse_json_reply('{"slug": "%s"}' % PAYLOAD, schema)
+        value, problem = parse_json_reply(json.dumps({"slug": PAYLOAD}), schema)
     assert value is None and problem and "does not match" in problem
     assert parse_json_reply('{"slug": "aaa"}', schema) == ({"slug": "aaa"}, None)
 
