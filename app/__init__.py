@@ -30,6 +30,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update({k: v for k, v in test_config.items() if k != "CONVEYOR"})
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from app.redaction import install_log_redaction
+
+    install_log_redaction()  # before anything can log a credential (e.g. httpx's request line)
 
     from app import api as api_module
     from app import db, migrate, operations

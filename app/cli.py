@@ -14,6 +14,9 @@ from app.config import Settings
 @click.group()
 def main() -> None:
     """Conveyor: typed workflows over batches of entities."""
+    from app.redaction import install_log_redaction
+
+    install_log_redaction()  # every process scrubs secrets from its logs from the start
 
 
 @main.group()

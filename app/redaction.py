@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 REDACTED = "[REDACTED]"
 _PATTERNS = [
@@ -18,11 +21,28 @@ _PATTERNS = [
 _SECRET_KEYS = re.compile(r"(?i)^(authorization|api[_-]?key|password|secret|token|x-api-key)$")
 
 
+@functools.lru_cache(maxsize=4096)
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """``secret`` as it may appear in text: as is, JSON-escaped (inside a string literal,
+    ASCII-only or not) and URL-encoded (path-safe, fully, and as a form value); longest first."""
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret),
+        quote(secret, safe=""),
+        quote_plus(secret),
+    }
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with known secrets and secret-looking tokens replaced."""
+    """``text`` with known secrets (in any of their ``secret_forms``) and secret-looking
+    tokens replaced."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
+            for form in secret_forms(secret):
+                text = text.replace(form, REDACTED)
     for pattern in _PATTERNS:
         if pattern.groups:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
@@ -69,23 +89,57 @@ def remembered_secrets() -> tuple[str, ...]:
         return tuple(sorted(_remembered, key=len, reverse=True))
 
 
+def _scrub(record: logging.LogRecord) -> None:
+    """Redact a record's message (and its traceback text) in place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string is the logger's problem, not ours
+        return
+    secrets = remembered_secrets()
+    cleaned = redact_text(message, secrets)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and not record.exc_text:
+        # Formatters reuse exc_text when it is set: format it once, redacted.
+        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts remembered secrets and secret-looking tokens."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message in place; never drops a record."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is the logger's problem, not ours
-            return True
-        cleaned = redact_text(message, remembered_secrets())
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        _scrub(record)
         return True
 
 
+_factory_lock = threading.Lock()
+_factory_installed = False
+
+
+def _install_record_factory() -> None:
+    """Scrub every record as it is made, whichever logger and handler it goes to (handlers
+    added after start-up, pytest's caplog, a library's own handler)."""
+    global _factory_installed
+    with _factory_lock:
+        if _factory_installed:
+            return
+        make: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
+
+        def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = make(*args, **kwargs)
+            _scrub(record)
+            return record
+
+        logging.setLogRecordFactory(redacting_factory)
+        _factory_installed = True
+
+
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Put a ``RedactingFilter`` on every handler of ``logger`` (default: the root logger)."""
+    """Redact every log record of this process from now on, and put a ``RedactingFilter`` on
+    every handler of ``logger`` (default: the root logger). Every entry point (the app
+    factory, the CLI, workers) calls it at start; calling it again is harmless."""
+    _install_record_factory()
     target = logger or logging.getLogger()
     for handler in target.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
