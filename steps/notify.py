@@ -22,7 +22,14 @@ DESCRIPTION = (
 CHANNELS = ("webhook", "slack", "email")
 OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"channel": {"type": "string"}, "delivered": {"type": "boolean"}},
+    "properties": {
+        "channel": {"type": "string", "enum": list(CHANNELS)},
+        "delivered": {
+            "type": ["boolean", "null"],
+            "description": "null when a worker died mid-send and the step was resumed: the "
+            "message may or may not have gone out, and is not sent again (at most once)",
+        },
+    },
     "required": ["channel", "delivered"],
 }
 

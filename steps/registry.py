@@ -64,26 +64,50 @@ def get_step_type(name: str) -> Any:
 
 
 # No spec: the resolver names no schema, so nested schemas are inlined and the converter
-# never registers a component in (or reads refs from) a spec.
+# never registers a component in (or reads refs from) a spec. OpenAPI 3.1's schemas are JSON
+# Schema 2020-12: nullable fields come out as type unions (``["string", "null"]``), not as
+# OpenAPI 3.0's ``nullable``.
 _converter = OpenAPIConverter(
-    openapi_version="3.0.3",
+    openapi_version="3.1.0",
     schema_name_resolver=lambda s: None,
     spec=None,  # type: ignore[arg-type]  # never used (see above); apispec types it APISpec
 )
 
 
+def json_schema_2020(schema: Any) -> Any:
+    """``schema`` with OpenAPI 3.0's ``nullable: true`` spelled as JSON Schema 2020-12 does
+    (``null`` added to ``type`` and ``enum``), recursively; for plug-ins' hand-written schemas."""
+    if isinstance(schema, list):
+        return [json_schema_2020(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: json_schema_2020(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable") is not True:
+        return out
+    kind = out.get("type")
+    if isinstance(kind, str):
+        out["type"] = [kind, "null"]
+    elif isinstance(kind, list) and "null" not in kind:
+        out["type"] = [*kind, "null"]
+    elif kind is None:
+        return {"anyOf": [out, {"type": "null"}]}
+    if isinstance(out.get("enum"), list) and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
 def config_json_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of a step type's config, derived from its marshmallow ``Config``."""
+    """The JSON Schema (2020-12) of a step type's config, from its marshmallow ``Config``."""
     module = get_step_type(name)
-    return _converter.schema2jsonschema(module.Config)
+    return json_schema_2020(_converter.schema2jsonschema(module.Config))  # type: ignore[no-any-return]
 
 
 def describe(name: str) -> dict[str, Any]:
-    """``{type, description, configSchema, outputSchema}`` for the API."""
+    """``{type, description, configSchema, outputSchema}`` for the API (JSON Schema 2020-12)."""
     module = get_step_type(name)
     return {
         "type": name,
         "description": module.DESCRIPTION,
         "configSchema": config_json_schema(name),
-        "outputSchema": module.OUTPUT_SCHEMA,
+        "outputSchema": json_schema_2020(module.OUTPUT_SCHEMA),
     }
