@@ -21,9 +21,11 @@ DESCRIPTION = (
     "`anthropic`, or the offline `template` provider) with `model`, and writes the text — "
     "or the parsed JSON when `format` is `json`, validated against `jsonSchema` — to "
     "`outputField` of the entity data. Calls share the workspace-wide requests/tokens per "
-    "minute of their credential; 429s wait for `Retry-After`, 5xx and timeouts are retried "
-    "with backoff. `format: json` gets one repair attempt when the reply does not parse or "
-    "match `jsonSchema`."
+    "minute of their credential; a 429 holds the credential's calls for `Retry-After`. 429s, "
+    "5xx and timeouts are retried per the workflow's `settings.retry` (one request per "
+    "attempt). A `baseUrl` with a `credential` must have the origin of the credential's own "
+    "`baseUrl` (its key goes nowhere else). `format: json` gets one repair attempt when the "
+    "reply does not parse or match `jsonSchema`."
 )
 PROVIDERS = ("openai", "anthropic", "template")
 OUTPUT_SCHEMA: dict[str, Any] = {
@@ -62,7 +64,10 @@ class Config(StepConfig):
         data_key="maxRetries",
         load_default=None,
         validate=ma.validate.Range(min=0, max=10),
-        metadata={"description": "retries of 429s, 5xx and timeouts inside the step (default 2)"},
+        metadata={
+            "description": "deprecated and ignored: retries follow the workflow's "
+            "settings.retry.maxAttempts (one provider request per attempt)"
+        },
     )
     timeout_seconds = ma.fields.Float(
         data_key="timeoutSeconds",

@@ -1,5 +1,6 @@
 """LLM providers (OpenAI-compatible, Anthropic, offline template) and the gateway that paces
-their calls on the shared rate limiter, retries what is worth retrying, and parses JSON replies.
+their calls on the shared rate limiter, raises what is worth retrying as ``TransientError`` (the
+step's ``settings.retry`` retries), and parses JSON replies.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from steps.clients import ResolvedCredential
-from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request
+from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request, same_origin
 from steps.clients.ratelimit import Limits, RateLimiter
 from steps.errors import OutboundTimeout, OutboundUnreachable, StepError, TransientError
 
@@ -336,11 +337,31 @@ def json_instructions(schema: dict[str, Any] | None) -> str:
     return text
 
 
+def check_base_url(provider: str, credential: ResolvedCredential, base_url: str) -> None:
+    """Refuse a step ``baseUrl`` that would send ``credential``'s key to another destination
+    than the one stored with it: the credential's own ``baseUrl``, else the vendor's API.
+
+    Same origin (scheme, host and port) is the boundary; the path may differ.
+    """
+    default = DEFAULT_OPENAI_BASE_URL if provider == "openai" else DEFAULT_ANTHROPIC_BASE_URL
+    stored = credential.settings.get("base_url") or default
+    if not same_origin(base_url, stored):
+        raise StepError(
+            f"baseUrl {origin(base_url)} is not where credential {credential.name!r} may be "
+            f"sent ({origin(stored)}): a credential's key goes only to the base URL stored "
+            "with it; remove baseUrl, or use a credential whose baseUrl is that server"
+        )
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a gateway call retries 429s, 5xx and timeouts before giving up to the engine."""
+    """How long a credential's bucket is held after a 429 that names no ``Retry-After``.
 
-    max_retries: int = 2
+    The gateway sends one request per call and never retries by itself (the step's
+    ``settings.retry`` does); ``max_retries`` is kept so existing callers still build one.
+    """
+
+    max_retries: int = 0
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 20.0
 
@@ -363,7 +384,7 @@ class _Route:
 @dataclass
 class LLMGateway:
     """``ctx.services.llm``: picks the provider and credential, paces calls on the
-    workspace-wide limiter, retries, and returns ``{text | json, model, usage}``."""
+    workspace-wide limiter, and returns ``{text | json, model, usage}``."""
 
     workspace_id: str
     policy: OutboundPolicy
@@ -431,6 +452,8 @@ class LLMGateway:
         data = credential.data if credential else {}
         settings = credential.settings if credential else {}
         base_url = config.get("base_url") or settings.get("base_url")
+        if credential is not None and config.get("base_url"):
+            check_base_url(config["provider"], credential, config["base_url"])
         provider: Provider
         if config["provider"] == "openai":
             provider = OpenAIProvider(
@@ -483,70 +506,57 @@ class LLMGateway:
         messages: list[dict[str, str]],
         ctx: Any,
     ) -> Completion:
-        """One completion with pacing and retries; the last failure goes to the engine."""
+        """One provider request, paced on the shared limiter.
+
+        A 429, 5xx or timeout is raised (a ``TransientError`` carrying ``Retry-After``) after
+        one request: the step's retry policy (``settings.retry``) alone decides whether there
+        is another, so ``maxAttempts`` bounds the requests the provider sees. A 429 also holds
+        the credential's bucket for every worker until the provider's ``Retry-After``.
+        """
         provider, bucket, limits = route.provider, route.bucket, route.limits
         max_tokens = config.get("max_tokens")
         estimate = sum(estimate_tokens(m["content"]) for m in messages) + (
             max_tokens or OUTPUT_TOKENS_ESTIMATE
         )
-        max_retries = config.get("max_retries")
-        attempts = 1 + (self.retry.max_retries if max_retries is None else max_retries)
-        last: TransientError | None = None
-        for attempt in range(attempts):
+        remaining = _remaining(ctx)
+        if self.limiter is not None:
+            slot = self.limiter.reserve(
+                bucket,
+                limits,
+                tokens=estimate,
+                max_wait=max(0.0, min(MAX_RATE_LIMIT_WAIT_SECONDS, remaining - 1)),
+            )
+            if not slot.granted:
+                raise TransientError(
+                    f"{provider.name}: workspace rate limit reached; next slot in {slot.wait:.1f}s",
+                    retry_after=slot.wait,
+                )
+            if slot.wait:
+                self.sleep(slot.wait)
             remaining = _remaining(ctx)
+        timeout = min(route.timeout, max(1.0, remaining))
+        try:
+            completion = self._request(
+                provider,
+                model=config["model"],
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=config.get("temperature"),
+                timeout=timeout,
+            )
+        except (ProviderRateLimited, ProviderUnavailable) as exc:
             if self.limiter is not None:
-                slot = self.limiter.reserve(
-                    bucket,
-                    limits,
-                    tokens=estimate,
-                    max_wait=max(0.0, min(MAX_RATE_LIMIT_WAIT_SECONDS, remaining - 1)),
-                )
-                if not slot.granted:
-                    raise TransientError(
-                        f"{provider.name}: workspace rate limit reached; next slot in "
-                        f"{slot.wait:.1f}s",
-                        retry_after=slot.wait,
-                    )
-                if slot.wait:
-                    self.sleep(slot.wait)
-                remaining = _remaining(ctx)
-            timeout = min(route.timeout, max(1.0, remaining))
-            try:
-                completion = self._request(
-                    provider,
-                    model=config["model"],
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    temperature=config.get("temperature"),
-                    timeout=timeout,
-                )
-            except (ProviderRateLimited, ProviderUnavailable) as exc:
-                delay = (
-                    exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)
-                )
-                if self.limiter is not None:
-                    if isinstance(exc, ProviderRateLimited):
-                        # Every worker holds off, not just this one; the next reserve()
-                        # waits out the block.
-                        self.limiter.block(bucket, delay)
-                        delay = 0.0
-                    self.limiter.settle(bucket, limits, extra_tokens=-estimate)
-                last = exc
-            else:
-                if self.limiter is not None:
-                    used = completion.input_tokens + completion.output_tokens
-                    self.limiter.settle(bucket, limits, extra_tokens=used - estimate if used else 0)
-                return completion
-            wait = last.retry_after if last.retry_after is not None else delay
-            if attempt + 1 >= attempts or wait >= _remaining(ctx) - 1:
-                break
-            if delay:
-                self.sleep(delay)
-        assert last is not None
-        raise TransientError(
-            f"{last.message} (gave up after {attempt + 1} attempt{'s' if attempt else ''})",
-            retry_after=last.retry_after,
-        )
+                if isinstance(exc, ProviderRateLimited):
+                    # Every worker holds off, not just this one: the next reserve() of this
+                    # bucket (the step's retry, or another entity's call) waits out the block.
+                    hold = exc.retry_after
+                    self.limiter.block(bucket, self.retry.backoff(0) if hold is None else hold)
+                self.limiter.settle(bucket, limits, extra_tokens=-estimate)
+            raise
+        if self.limiter is not None:
+            used = completion.input_tokens + completion.output_tokens
+            self.limiter.settle(bucket, limits, extra_tokens=used - estimate if used else 0)
+        return completion
 
 
 def _remaining(ctx: Any) -> float:

@@ -11,11 +11,10 @@ import pytest
 
 from jobs import metrics
 from steps import ai_generate
-from steps.base import EntityState
 from steps.errors import StepError, TransientError
-from steps.pipeline import EntityProgress, RunInfo, walk
 from tests.peers import AnthropicPeer, OpenAIPeer
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
+from tests.steps.walking import walk_step
 
 
 @pytest.fixture
@@ -174,58 +173,56 @@ def test_anthropic_messages(services, anthropic_peer):
 
 
 @pytest.mark.parametrize("config", [OPENAI, CLAUDE])
-def test_429_waits_for_retry_after_then_succeeds(
+def test_429_holds_the_bucket_and_the_steps_retry_waits_for_it(
     services, sleeps, openai_peer, anthropic_peer, config
 ):
     peer = openai_peer if config is OPENAI else anthropic_peer
     peer.misbehave.set("429", times=1, retry_after="2")
-    result = run({**config, "prompt": "hi"}, make_ctx(services=services))
-    assert result.output["text"] == "echo: hi"
+    with pytest.raises(TransientError, match="answered 429") as caught:
+        run({**config, "prompt": "hi"}, make_ctx(services=services))
+    assert caught.value.retry_after == 2 and peer.statuses == {429: 1}  # no hidden retry
+    # The step's retry: the pipeline waits at least Retry-After, and the held bucket makes
+    # the call wait out the rest of the hold (on the limiter, so other workers wait too).
+    pipeline_sleeps: list[float] = []
+    progress = walk_step(
+        "ai_generate", {**config, "prompt": "hi"}, services, max_attempts=2, sleeps=pipeline_sleeps
+    )
+    assert progress.status == "completed" and progress.records[0]["attempts"] == 1
     assert peer.statuses == {429: 1, 200: 1}
-    assert len(sleeps) == 1 and 1.9 <= sleeps[0] <= 2.0  # the shared hold, not a guess
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= 2.0  # the shared hold, not a guess
 
 
 @pytest.mark.parametrize("config", [OPENAI, CLAUDE])
-def test_5xx_is_retried_with_backoff(services, sleeps, openai_peer, anthropic_peer, config):
+def test_5xx_is_retried_by_the_steps_retry_policy(services, openai_peer, anthropic_peer, config):
     peer = openai_peer if config is OPENAI else anthropic_peer
     peer.misbehave.set("500", times=2)
-    result = run({**config, "prompt": "hi"}, make_ctx(services=services))
-    assert result.output["text"] == "echo: hi"
-    assert peer.statuses == {500: 2, 200: 1}
-    assert len(sleeps) == 2 and sleeps[0] < sleeps[1] * 2  # exponential with jitter
+    progress = walk_step("ai_generate", {**config, "prompt": "hi"}, services, max_attempts=3)
+    assert (
+        progress.status == "completed"
+        and progress.entity.data["seo" if config is OPENAI else "out"]
+    )
+    assert peer.statuses == {500: 2, 200: 1} and progress.records[0]["attempts"] == 3
 
 
-def test_a_provider_that_stays_down_fails_the_entity_with_its_message(
-    services, sleeps, openai_peer
+@pytest.mark.parametrize(("max_attempts", "sent"), [(None, 1), (1, 1), (3, 3)])
+def test_max_attempts_bounds_the_requests_a_failing_provider_gets(
+    services, sleeps, openai_peer, max_attempts, sent
 ):
     openai_peer.misbehave.set("500")
-    with pytest.raises(TransientError) as caught:
-        run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
-    assert caught.value.message == (
-        "openai answered 500: The server had an error processing your request "
-        "(gave up after 3 attempts)"
-    )
-    # Through the pipeline, with the workflow's own retries, the entity fails with that message.
-    info = RunInfo(
-        run={"id": "run_1", "workflowId": "wf_1", "trigger": {"type": "manual"}},
-        steps=[{"id": "gen", "type": "ai_generate", "config": {**OPENAI, "prompt": "hi"}}],
-        settings={"retry": {"max_attempts": 2, "backoff_seconds": 0}},
-    )
-    progress = walk(
-        EntityProgress(EntityState("e1", {}, "draft", 1)),
-        info,
-        services=services,
-        sleep=lambda s: None,
+    progress = walk_step(
+        "ai_generate", {**OPENAI, "prompt": "hi"}, services, max_attempts=max_attempts
     )
     assert progress.status == "failed"
-    assert progress.error == "gen: " + caught.value.message
-    assert openai_peer.statuses == {500: 9}
+    assert progress.error == (
+        "step_1: openai answered 500: The server had an error processing your request"
+    )
+    assert openai_peer.statuses == {500: sent} and progress.records[0]["attempts"] == sent
 
 
-def test_429_without_retry_after_is_retried_and_reported(services, sleeps, anthropic_peer):
+def test_429s_without_retry_after_are_bounded_too(services, sleeps, anthropic_peer):
     anthropic_peer.misbehave.set("429", retry_after=None)
-    with pytest.raises(TransientError, match="anthropic answered 429: Rate limit reached"):
-        run({**CLAUDE, "prompt": "hi"}, make_ctx(services=services))
+    progress = walk_step("ai_generate", {**CLAUDE, "prompt": "hi"}, services, max_attempts=3)
+    assert progress.status == "failed" and "anthropic answered 429: Rate limit" in progress.error
     assert anthropic_peer.statuses == {429: 3}
 
 
@@ -233,7 +230,7 @@ def test_timeouts_are_retryable(services, openai_peer):
     openai_peer.misbehave.set("slow", times=1, delay=3)
     with pytest.raises(TransientError, match="took longer than 1s"):
         run(
-            {**OPENAI, "prompt": "hi", "timeoutSeconds": 1, "maxRetries": 0},
+            {**OPENAI, "prompt": "hi", "timeoutSeconds": 1},
             make_ctx(services=services),
         )
 
@@ -356,10 +353,40 @@ def test_provider_requests_are_counted_for_metrics(services, sleeps, openai_peer
     store = metrics.store_for(settings)
     before = store.read(metrics.PROVIDER_CALLS)
     openai_peer.misbehave.set("429", times=1, retry_after="1")
-    run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
+    walk_step("ai_generate", {**OPENAI, "prompt": "hi"}, services, max_attempts=2)
     openai_peer.misbehave.set("500", times=1)
     with pytest.raises(TransientError):
-        run({**OPENAI, "prompt": "hi", "maxRetries": 0}, make_ctx(services=services))
+        run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
     after = store.read(metrics.PROVIDER_CALLS)
     added = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert added == {"openai|rate_limited": 1, "openai|ok": 1, "openai|unavailable": 1}
+
+
+@pytest.mark.parametrize("config", [OPENAI, CLAUDE])
+def test_a_step_base_url_cannot_take_a_credentials_key_elsewhere(
+    services, openai_peer, anthropic_peer, config
+):
+    own = openai_peer if config is OPENAI else anthropic_peer
+    with OpenAIPeer(api_key=own.api_key) as elsewhere:
+        with pytest.raises(StepError, match="is not where credential") as caught:
+            run(
+                {**config, "baseUrl": elsewhere.base_url, "prompt": "x"},
+                make_ctx(services=services),
+            )
+        assert not caught.value.retryable
+    assert elsewhere.requests == [] and own.requests == []
+    # The same origin is where the key belongs: a baseUrl there is used.
+    run({**config, "baseUrl": own.url + "/v1/", "prompt": "x"}, make_ctx(services=services))
+    assert len(own.requests) == 1
+
+
+def test_a_credential_without_a_base_url_goes_only_to_the_vendor(
+    services, openai_peer, session, settings, workspace
+):
+    add_credential(session, settings, workspace, "vendor", "openai", {"apiKey": "sk-vendor-key-1"})
+    with pytest.raises(StepError, match=r"\(https://api.openai.com\)"):
+        run(
+            {**OPENAI, "credential": "vendor", "baseUrl": openai_peer.base_url, "prompt": "x"},
+            make_ctx(services=services),
+        )
+    assert openai_peer.requests == []
