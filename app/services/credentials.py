@@ -16,7 +16,7 @@ from app.db import conflict_on_integrity_error
 from app.errors import ConveyorError, NotFound, ServiceUnavailable, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Credential
-from app.redaction import redact_text
+from app.redaction import redact_text, remember_secrets
 from app.schemas.credentials import load_type_fields
 from steps.clients import ResolvedCredential
 from steps.clients.outbound import OutboundPolicy
@@ -202,6 +202,9 @@ def check_credential(
     """
     row = get_credential(session=session, workspace_id=workspace_id, credential_id=credential_id)
     credential = open_credential(row, box)
+    remember_secrets(secret_values(credential.data))  # scrubbed from this process's logs
+    if url is not None:
+        _check_test_url(credential, url)
     started = time.monotonic()
     try:
         message = _exercise(credential, policy, url=url, message_id=f"test:{row.id}:{now_ms()}")
@@ -213,6 +216,25 @@ def check_credential(
         "message": redact_text(message, secret_values(credential.data)),
         "duration_ms": int((time.monotonic() - started) * 1000),
     }
+
+
+def _check_test_url(credential: ResolvedCredential, url: str) -> None:
+    """422 when a test ``url`` would send the credential somewhere it does not belong.
+
+    Only webhook credentials take a ``url``, and only one of the origin of the url stored
+    with them (or, without a stored url, a credential that only signs).
+    """
+    from steps.clients.webhooks import credential_url
+
+    if credential.type != "webhook":
+        raise ValidationFailed(
+            f"A {credential.type} credential is tested against its own destination only; omit url.",
+            {"url": ["Only webhook credentials take a url."]},
+        )
+    try:
+        credential_url(credential, url)
+    except StepError as exc:
+        raise ValidationFailed(exc.message, {"url": [exc.message]}) from exc
 
 
 def _exercise(
@@ -247,9 +269,9 @@ def _exercise(
             timeout=TEST_TIMEOUT_SECONDS,
         )
         return "Slack accepted the test message"
-    target = url or data.get("url")
-    if not target:
+    if not (url or data.get("url")):
         raise StepError('this webhook credential has no url; pass {"url": ...} to test it')
+    target = webhooks.credential_url(credential, url)  # the secret goes only where it belongs
     payload = webhooks.event("conveyor.test", {"credential": credential.name})
     response = webhooks.post_event(
         policy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
 from sqlmodel import select
@@ -11,6 +12,7 @@ from sqlmodel import select
 from app.crypto import SecretBox
 from app.models import Credential
 from app.services.credentials import rotate_credentials
+from tests.app.api import assert_error
 from tests.peers import AnthropicPeer, OpenAIPeer, SmtpPeer, WebhookReceiver, new_webhook_secret
 
 URL = "/api/v1/credentials"
@@ -292,3 +294,73 @@ def test_documented_in_openapi(client):
         "/api/v1/credentials/{credential_id}",
         "/api/v1/credentials/{credential_id}/test",
     } <= set(spec["paths"])
+
+
+def test_a_test_url_never_takes_a_webhook_credentials_secret_elsewhere(client, keys):
+    secret = new_webhook_secret()
+    with WebhookReceiver(secret) as own, WebhookReceiver() as elsewhere:
+        pinned = create(
+            client,
+            keys,
+            {
+                "name": "pinned",
+                "type": "webhook",
+                "data": {"secret": secret, "url": own.url + "/in", "headers": {"X-Token": "t-123"}},
+            },
+        ).json
+        loose = create(
+            client,
+            keys,
+            {"name": "loose", "type": "webhook", "data": {"headers": {"X-Token": "t-456"}}},
+        ).json
+        refused = client.post(
+            f"{URL}/{pinned['id']}/test",
+            json={"url": elsewhere.url + "/steal"},
+            headers=keys.header("editor"),
+        )
+        headers_only = client.post(
+            f"{URL}/{loose['id']}/test", json={"url": elsewhere.url}, headers=keys.header("editor")
+        )
+        stored = client.post(f"{URL}/{pinned['id']}/test", json={}, headers=keys.header("editor"))
+        same_origin = client.post(
+            f"{URL}/{pinned['id']}/test",
+            json={"url": own.url + "/other"},
+            headers=keys.header("editor"),
+        )
+    assert "may only be sent to" in assert_error(refused, 422)["errors"]["url"][0]
+    assert "headers but no url" in assert_error(headers_only, 422)["message"]
+    assert elsewhere.requests == []
+    assert stored.json["ok"] is True and same_origin.json["ok"] is True
+    assert [r["path"] for r in own.requests] == ["/in", "/other"] and own.rejected == 0
+
+
+def test_only_webhook_credentials_take_a_test_url(client, keys):
+    with WebhookReceiver() as elsewhere:
+        slack = create(
+            client, keys, {"name": "s", "type": "slack", "data": {"url": elsewhere.url + "/x"}}
+        ).json
+        response = client.post(
+            f"{URL}/{slack['id']}/test", json={"url": elsewhere.url}, headers=keys.header("editor")
+        )
+    assert "url" in assert_error(response, 422)["errors"]
+    assert elsewhere.requests == []
+
+
+def test_a_slack_test_logs_no_webhook_url(client, keys, caplog):
+    token = "XyzSlackSecretToken0123"
+    with WebhookReceiver() as slack:
+        created = create(
+            client,
+            keys,
+            {
+                "name": "slack",
+                "type": "slack",
+                "data": {"url": f"{slack.url}/services/T0/B0/{token}"},
+            },
+        ).json
+        caplog.set_level(logging.DEBUG)
+        result = client.post(f"{URL}/{created['id']}/test", json={}, headers=keys.header("editor"))
+    assert result.json["ok"] is True, result.json
+    assert slack.deliveries  # the message really went out (and httpx logged the request)
+    assert any(r.name == "httpx" for r in caplog.records)
+    assert token not in caplog.text and "/services/T0/B0" not in caplog.text
