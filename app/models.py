@@ -152,6 +152,7 @@ class Run(SQLModel, table=True):
     trigger_type: str = Field(default="manual", max_length=20)
     trigger_id: str | None = Field(default=None, max_length=40)
     retry_of: str | None = Field(default=None, max_length=40)
+    dry_run: bool = Field(default=False)
     input: Any = _json()
     steps: list[dict[str, Any]] = _json(False)
     settings: dict[str, Any] = _json(False)
@@ -192,6 +193,8 @@ class RunItem(SQLModel, table=True):
     next_step: int = Field(default=0)
     step_results: list[dict[str, Any]] | None = _json()
     state: dict[str, Any] | None = _json()
+    # A dry run's would-be effects: the entity's RFC 6902 patch and the requests not sent.
+    changes: dict[str, Any] | None = _json()
     claim_token: str | None = Field(default=None, max_length=40)
     lease_expires_at: int | None = _ms()
     started_at: int | None = _ms()
@@ -312,3 +315,75 @@ class WorkflowRevision(SQLModel, table=True):
     actor_key_id: str | None = Field(default=None, max_length=40)
     actor_key_prefix: str | None = Field(default=None, max_length=20)
     created_at: int = _ms(False, now_ms)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One write made through the API, recorded in the same transaction as the write.
+
+    The actor is copied (not referenced), so an entry outlives the key that made it.
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index("ix_audit_entries_ws_id", "workspace_id", "id"),
+        Index("ix_audit_entries_ws_resource", "workspace_id", "resource_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    at: int = _ms(False, now_ms)
+    actor_key_id: str | None = Field(default=None, max_length=40)
+    actor_key_prefix: str | None = Field(default=None, max_length=20)
+    actor_role: str | None = Field(default=None, max_length=20)
+    action: str = Field(max_length=80)
+    resource_type: str = Field(max_length=40)
+    resource_id: str | None = Field(default=None, max_length=255)
+    details: dict[str, Any] | None = _json()
+
+
+class KvEntry(SQLModel, table=True):
+    """A namespaced JSON value that lasts across runs; ``version`` counts its writes."""
+
+    __tablename__ = "kv_entries"
+
+    workspace_id: str = Field(primary_key=True, foreign_key="workspaces.id", max_length=40)
+    namespace: str = Field(primary_key=True, max_length=100)
+    key: str = Field(primary_key=True, max_length=200)
+    value: Any = _json(False)
+    version: int = Field(default=1)
+    updated_at: int = _ms(False, now_ms)
+
+
+class Approval(SQLModel, table=True):
+    """One entity waiting at (or decided at) a review gate of one run.
+
+    ``(run_id, item_seq, step_id)`` is unique, so an engine that re-opens a gate after a
+    crash finds the approval it already opened instead of adding a second one.
+    """
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("run_id", "item_seq", "step_id"),
+        Index("ix_approvals_ws_id", "workspace_id", "id"),
+        Index("ix_approvals_run_step_status", "run_id", "step_id", "status"),
+        Index("ix_approvals_due", "status", "expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    run_id: str = Field(foreign_key="runs.id", ondelete="CASCADE", max_length=40)
+    workflow_id: str = Field(max_length=40)
+    step_id: str = Field(max_length=80)
+    entity_id: str = Field(max_length=40)
+    item_seq: int
+    status: str = Field(default="pending", max_length=20)
+    preview: Any = _json()
+    instructions: str | None = Field(default=None)
+    assignees: list[str] | None = _json()
+    on_timeout: str = Field(default="reject", max_length=10)
+    on_reject: str = Field(default="fail", max_length=10)
+    expires_at: int | None = _ms()
+    created_at: int = _ms(False, now_ms)
+    decided_at: int | None = _ms()
+    decided_by: str | None = Field(default=None, max_length=40)
+    comment: str | None = Field(default=None)
