@@ -18,6 +18,7 @@ from webargs.flaskparser import abort  # flask_smorest re-exports it untyped (no
 from app.db import db_session
 from app.ids import now_ms
 from app.models import ApiKey
+from app.services import audit
 
 ROLES = ("viewer", "executor", "editor", "admin")
 KEY_PREFIX = "cvk_"
@@ -87,6 +88,8 @@ def require_role(role: str) -> Callable[[F], F]:
             caller = authenticate()
             if not caller.has_role(role):
                 abort(403, message=f"This needs the '{role}' role; this key is '{caller.role}'.")
+            # The actor context of the audit log: a write's entry is written with its commit.
+            audit.begin_request(caller)
             return view(*args, **kwargs)
 
         wrapper._conveyor_role = role  # type: ignore[attr-defined]

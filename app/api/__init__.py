@@ -29,6 +29,7 @@ BLUEPRINT_MODULES = (
     "triggers",
     "webhooks",
     "kv",
+    "audit",
 )
 
 
