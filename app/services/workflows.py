@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import marshmallow as ma
@@ -79,6 +80,86 @@ def check_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checked
 
 
+# The credential type each built-in use of a credential needs; plug-ins' names are checked
+# for existence only.
+_NOTIFY_CREDENTIAL_TYPES = {"webhook": "webhook", "slack": "slack", "email": "smtp"}
+
+
+def _credential_uses(
+    steps: list[dict[str, Any]], settings: dict[str, Any] | None
+) -> Iterator[tuple[str, str, str | None]]:
+    """``(error path, credential name, type it must have or None)`` for every credential a
+    workflow names: any ``credential`` key in a step config (``target.credential`` of
+    ``publish``...), and ``settings.notifyOnFinish.credential``."""
+
+    def walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "credential" and isinstance(item, str) and item:
+                    yield f"{path}.{key}", item
+                else:
+                    yield from walk(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from walk(item, f"{path}[{index}]")
+
+    for index, step in enumerate(steps):
+        config = step.get("config")
+        if not isinstance(config, dict):
+            continue
+        for path, name in walk(config, f"steps[{index}].config"):
+            expected: str | None = None
+            if step.get("type") == "ai_generate" and path.endswith("].config.credential"):
+                provider = config.get("provider")
+                expected = provider if provider in ("openai", "anthropic") else None
+            elif step.get("type") == "publish" and path.endswith("].config.target.credential"):
+                expected = "webhook"
+            elif step.get("type") == "notify" and path.endswith("].config.credential"):
+                expected = _NOTIFY_CREDENTIAL_TYPES.get(str(config.get("channel")))
+            yield path, name, expected
+    finish = (settings or {}).get("notify_on_finish") or {}
+    if finish.get("credential"):
+        expected = _NOTIFY_CREDENTIAL_TYPES.get(str(finish.get("channel")))
+        yield "settings.notifyOnFinish.credential", finish["credential"], expected
+
+
+def check_credential_names(
+    *,
+    session: Session,
+    workspace_id: str,
+    steps: list[dict[str, Any]],
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """422 naming ``steps[i].config.credential`` (or ``...target.credential``) when a workflow
+    names a credential the workspace does not have, or one of the wrong type: found when
+    the workflow is saved, not when a run fails."""
+    uses = list(_credential_uses(steps, settings))
+    if not uses:
+        return
+    from app.models import Credential
+
+    query = select(col(Credential.name), col(Credential.type)).where(
+        col(Credential.workspace_id) == workspace_id,
+        col(Credential.name).in_({name for _, name, _ in uses}),
+    )
+    types = {name: type_ for name, type_ in session.execute(query)}
+    errors: dict[str, list[str]] = {}
+    for path, name, expected in uses:
+        if name not in types:
+            errors.setdefault(path, []).append(
+                f"No credential named {name!r} in this workspace; create it first."
+            )
+        elif expected is not None and types[name] != expected:
+            errors.setdefault(path, []).append(
+                f"Credential {name!r} is of type {types[name]!r}, not {expected!r}."
+            )
+    if errors:
+        first = next(iter(errors))
+        raise ValidationFailed(
+            f"The workflow names unknown credentials: {first}: {' '.join(errors[first])}", errors
+        )
+
+
 def get_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> Workflow:
     """The workflow, or 404 (also for another workspace's)."""
     row = session.get(Workflow, workflow_id)
@@ -98,7 +179,11 @@ def check_workflow(*, session: Session, workspace_id: str, data: dict[str, Any])
         raise ValidationFailed(
             "Unknown entity type.", {"entityTypeId": ["Unknown entity type."]}
         ) from exc
-    return check_steps(data["steps"])
+    steps = check_steps(data["steps"])
+    check_credential_names(
+        session=session, workspace_id=workspace_id, steps=steps, settings=data.get("settings")
+    )
+    return steps
 
 
 def create_workflow(
@@ -151,6 +236,10 @@ def update_workflow(
         row.steps = check_steps(data["steps"])
     if "settings" in data:
         row.settings = data["settings"]
+    if "steps" in data or "settings" in data:
+        check_credential_names(
+            session=session, workspace_id=workspace_id, steps=row.steps, settings=row.settings
+        )
     for field in ("name", "description", "status"):
         if field in data:
             setattr(row, field, data[field])
