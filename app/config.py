@@ -25,6 +25,7 @@ class Settings:
     lease_seconds: int = 60
     sweep_interval_seconds: int = 5
     embedded_worker_threads: int = 4
+    worker_io_concurrency: int = 200
     outbound_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -52,5 +53,6 @@ class Settings:
             lease_seconds=_int("CONVEYOR_LEASE_SECONDS", 60),
             sweep_interval_seconds=_int("CONVEYOR_SWEEP_SECONDS", 5),
             embedded_worker_threads=_int("CONVEYOR_WORKER_THREADS", 4),
+            worker_io_concurrency=_int("CONVEYOR_WORKER_IO_CONCURRENCY", 200),
             outbound_allow_hosts=tuple(h.strip() for h in allow.split(",") if h.strip()),
         )

@@ -12,23 +12,39 @@ from app.ids import now_ms
 from app.models import JobLog, Run
 from app.services.runs import insert_run_items
 from jobs import runtime
+from jobs.chunks import has_io
 
 log = logging.getLogger(__name__)
 
 MAX_LANES = 16
 
 
-def lane_count(run: Run, chunk_size: int) -> int:
-    """How many chunk jobs a run keeps going at once: ``concurrency`` entities in flight."""
+def lane_count(run: Run, chunk_size: int, *, io_concurrency: int, workers: int) -> int:
+    """How many lanes a run keeps going at once.
+
+    Pure steps: ``concurrency`` entities in flight in chunks of ``chunk_size``. I/O steps:
+    a lane holds up to ``io_concurrency`` entities (its process's I/O pool), so one run
+    spreads over every worker there is, up to its ``concurrency``.
+    """
     concurrency = int((run.settings or {}).get("concurrency", 1000))
-    chunk = max(1, min(chunk_size, concurrency))
     pending = max(1, run.total - run.completed - run.failed - run.cancelled)
+    if has_io(run.steps):
+        per_lane = max(1, min(io_concurrency, concurrency))
+        wide = min(max(1, workers), math.ceil(concurrency / per_lane))
+        return max(1, min(MAX_LANES, wide, math.ceil(pending / per_lane)))
+    chunk = max(1, min(chunk_size, concurrency))
     return max(1, min(MAX_LANES, math.ceil(concurrency / chunk), math.ceil(pending / chunk)))
 
 
 def start_lanes(rt: runtime.Runtime, run: Run) -> None:
     """Queue the run's lanes; each lane re-queues itself until no work is left."""
-    for _ in range(lane_count(run, rt.settings.chunk_size)):
+    count = lane_count(
+        run,
+        rt.settings.chunk_size,
+        io_concurrency=rt.settings.worker_io_concurrency,
+        workers=rt.queue.workers(),
+    )
+    for _ in range(count):
         rt.queue.enqueue("jobs.chunks.process_lane", run.id)
 
 

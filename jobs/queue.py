@@ -57,6 +57,8 @@ class TaskQueue(Protocol):
 
     def depth(self) -> int: ...
 
+    def workers(self) -> int: ...
+
 
 class RQQueue:
     """Tasks as RQ jobs on Redis, run by ``conveyor worker`` processes."""
@@ -76,6 +78,16 @@ class RQQueue:
     def depth(self) -> int:
         """Jobs waiting in the queue."""
         return len(self.queue)
+
+    def workers(self) -> int:
+        """``conveyor worker`` processes listening on the queue (1 if Redis cannot say)."""
+        from redis.exceptions import RedisError
+        from rq import Worker
+
+        try:
+            return max(1, Worker.count(queue=self.queue))
+        except RedisError:
+            return 1
 
 
 class ThreadQueue:
@@ -120,6 +132,10 @@ class ThreadQueue:
     def depth(self) -> int:
         """Tasks waiting for a thread."""
         return self._tasks.qsize()
+
+    def workers(self) -> int:
+        """One: the worker threads of this process share one I/O pool."""
+        return 1
 
     def join(self) -> None:
         """Wait until every queued task (and those they queue) has run."""

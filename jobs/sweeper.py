@@ -6,7 +6,7 @@ import logging
 import threading
 
 from sqlalchemy import exists, select, update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from app.ids import now_ms
 from app.models import Run, RunItem
@@ -16,12 +16,14 @@ from jobs.finalize import finalize_run
 
 log = logging.getLogger(__name__)
 
+MAX_WORKER_LOSSES = 3  # an item whose lease lapsed this many times fails, quarantined
+
 
 def sweep(rt: runtime.Runtime) -> dict[str, int]:
     """One pass: release expired leases, restart stalled runs, finalize finished ones."""
     now = now_ms()
     stall_ms = max(2 * rt.settings.sweep_interval_seconds, 3) * 1000
-    stats = {"released": 0, "restarted": 0, "redispatched": 0, "finalized": 0}
+    stats = {"released": 0, "restarted": 0, "redispatched": 0, "finalized": 0, "quarantined": 0}
     with rt.session() as session:
         runs = list(session.scalars(select(Run).where(col(Run.status).in_(("pending", "running")))))
         session.commit()
@@ -37,6 +39,7 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
                     rt.queue.enqueue("jobs.dispatch.dispatch_run", run.id)
                     stats["redispatched"] += 1
                 continue
+            stats["quarantined"] += _quarantine(session, run, now)
             released = session.execute(
                 update(RunItem)
                 .where(
@@ -60,21 +63,66 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
                 stats["restarted"] += 1
                 continue
             if run.cancel_requested and has_pending:
-                # Released items of a cancelled run: they never start again.
+                # Released items of a cancelled run never start again. Those that never
+                # started end here; those with a checkpoint go to a lane, which writes the
+                # changes of the steps they finished as it cancels them.
                 cancelled = session.execute(
                     update(RunItem)
-                    .where(col(RunItem.run_id) == run.id, col(RunItem.status) == "pending")
+                    .where(
+                        col(RunItem.run_id) == run.id,
+                        col(RunItem.status) == "pending",
+                        col(RunItem.state).is_(None),
+                    )
                     .values(status="cancelled", error="run cancelled", completed_at=now)
                 ).rowcount  # type: ignore[attr-defined]
                 session.execute(
                     update(Run)
                     .where(col(Run.id) == run.id)
-                    .values(cancelled=col(Run.cancelled) + cancelled)
+                    .values(cancelled=col(Run.cancelled) + cancelled, heartbeat_at=now)
                 )
+                session.commit()
+                if stalled or released:
+                    start_lanes(rt, run)
+                    stats["restarted"] += 1
+                continue
             session.commit()
             if finalize_run(session, run.id):
                 stats["finalized"] += 1
     return stats
+
+
+def _quarantine(session: Session, run: Run, now: int) -> int:
+    """Fail the items whose worker was lost ``MAX_WORKER_LOSSES`` times, instead of
+    handing them to yet another worker (an entity that crashes every worker it meets)."""
+    rows = session.execute(
+        select(col(RunItem.seq), col(RunItem.attempts), col(RunItem.next_step))
+        .where(
+            col(RunItem.run_id) == run.id,
+            col(RunItem.status) == "running",
+            col(RunItem.lease_expires_at) < now,
+            col(RunItem.attempts) >= MAX_WORKER_LOSSES,
+        )
+        .with_for_update()
+    ).all()
+    for row in rows:
+        step = run.steps[row.next_step]["id"] if row.next_step < len(run.steps) else "(end)"
+        session.execute(
+            update(RunItem)
+            .where(col(RunItem.run_id) == run.id, col(RunItem.seq) == row.seq)
+            .values(
+                status="failed",
+                error=f"quarantined: worker lost {row.attempts} times while running step {step}",
+                claim_token=None,
+                lease_expires_at=None,
+                state=None,
+                completed_at=now,
+            )
+        )
+    if rows:
+        session.execute(
+            update(Run).where(col(Run.id) == run.id).values(failed=col(Run.failed) + len(rows))
+        )
+    return len(rows)
 
 
 def run_sweeper(rt: runtime.Runtime, stop: threading.Event) -> None:

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.base import Action, EntityState, StepContext, StepResult
+from steps.base import Action, EntityState, SideEffect, StepContext, StepResult
 from steps.errors import StepError, TransientError
 from steps.registry import get_step_type
 
-# Step types whose effects leave the process: the job layer checkpoints before them.
-SIDE_EFFECT_TYPES = frozenset({"ai_generate", "publish", "notify"})
+
+def side_effect_of(step_type: str) -> SideEffect:
+    """What a step type does outside the working copy (its module's ``SIDE_EFFECT``)."""
+    return SideEffect(getattr(get_step_type(step_type), "SIDE_EFFECT", SideEffect.NONE))
 
 
 @dataclass
@@ -26,7 +28,7 @@ class EntityProgress:
 
     entity: EntityState
     next_step: int = 0
-    status: str = "running"  # running | completed | failed | cancelled
+    status: str = "running"  # running | awaiting_approval | completed | failed | cancelled
     error: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: {"inputTokens": 0, "outputTokens": 0})
@@ -111,23 +113,26 @@ def run_step(
             error = f"entity timed out after {timeout:g}s" if timeout else "entity timed out"
             break
         record["attempts"] = attempt
-        working = progress.entity.copy()
-        ctx = StepContext(
-            entity=working,
-            step_id=step["id"],
-            step_index=index,
-            run=info.run,
-            input=info.input,
-            outputs=progress.outputs,
-            entity_schema=info.entity_schema,
-            services=services,
-            deadline=deadline,
-            clock=clock,
-        )
         try:
+            working = progress.entity.copy()
+            ctx = StepContext(
+                entity=working,
+                step_id=step["id"],
+                step_index=index,
+                run=info.run,
+                input=info.input,
+                outputs=progress.outputs,
+                entity_schema=info.entity_schema,
+                services=services,
+                deadline=deadline,
+                clock=clock,
+            )
             result = get_step_type(step["type"]).run(info.config(index), ctx)
             progress.entity = working
             error = None
+            break
+        except RecursionError:
+            error = "the entity's data is nested too deeply to process"
             break
         except StepError as exc:
             error = exc.message
@@ -138,6 +143,9 @@ def run_step(
             if deadline is not None:
                 delay = min(delay, max(0.0, deadline - clock()))
             sleep(delay)
+        except Exception as exc:  # a bug or bad data in one entity fails that entity alone
+            error = f"{type(exc).__name__}: {exc}"
+            break
     record["durationMs"] = int((clock() - started) * 1000)
     if result is None:
         record["status"] = "failed"
@@ -163,6 +171,10 @@ def _apply(
         record["error"] = result.error
         progress.status = "failed"
         progress.error = f"{record['stepId']}: {result.error or 'failed'}"
+        return
+    if result.action is Action.WAIT:
+        record["status"] = "awaiting_approval"
+        progress.status = "awaiting_approval"
         return
     if result.action is Action.STOP:
         progress.status = "completed"

@@ -201,3 +201,6 @@ class RecordingQueue:
 
     def depth(self) -> int:
         return len(self.tasks)
+
+    def workers(self) -> int:
+        return 1

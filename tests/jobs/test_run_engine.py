@@ -11,9 +11,12 @@ from sqlalchemy import select, update
 from app.models import Run, RunItem, Workflow
 from app.services.runs import start_run
 from jobs import chunks, runtime
-from jobs.chunks import claim_chunk
+from jobs.checkpoint import Checkpointer
+from jobs.claims import claim_items
 from jobs.dispatch import dispatch_run
 from jobs.sweeper import sweep
+from steps.base import SideEffect
+from steps.pipeline import run_step, side_effect_of
 from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow
 from tests.peers import WebhookReceiver
 
@@ -100,18 +103,23 @@ def jobs_here(app, session, settings):
 
 
 def crash_before(rt: runtime.Runtime, run_id: str, step: dict) -> None:
-    """A worker claims a chunk, runs the pure steps before ``step`` (a side effect), saves as
-    it does before every side effect, and dies; its lease runs out and the sweeper frees
-    the items."""
-    chunk = claim_chunk(rt, run_id)
-    for item in chunk.items:
-        while chunk.info.steps[item.progress.next_step]["id"] != step["id"]:
-            chunks.run_step(item.progress, chunk.info)
-    chunks._mark_started(rt, chunk, chunk.items, step, [], None)
+    """A worker claims the items, runs the pure steps before ``step`` (a side effect), saves
+    them as its checkpointer does (with the ``started`` marker an at-most-once step gets),
+    and dies; its lease runs out and the sweeper frees the items."""
+    claim = claim_items(rt, run_id, "crashed-lane", rt.settings.chunk_size)
+    checkpointer = Checkpointer(rt, run_id, claim.job_id, claim.token)
+    checkpointer.hold(claim.items)
+    for item in claim.items:
+        while claim.info.steps[item.progress.next_step]["id"] != step["id"]:
+            run_step(item.progress, claim.info)
+        if side_effect_of(step["type"]) is SideEffect.AT_MOST_ONCE:
+            item.progress.records.append(chunks.started_marker(step))
+        checkpointer.save(item)
+    assert checkpointer.close()
     with rt.session() as session:
         session.execute(update(RunItem).where(RunItem.run_id == run_id).values(lease_expires_at=0))
         session.commit()
-    assert sweep(rt)["released"] == len(chunk.items)
+    assert sweep(rt)["released"] == len(claim.items)
 
 
 def test_claims_take_a_chunk_at_most_and_honour_concurrency(client, keys, session, jobs_here):
@@ -120,8 +128,8 @@ def test_claims_take_a_chunk_at_most_and_honour_concurrency(client, keys, sessio
     created = make_workflow(client, keys, entity_type["id"], STEPS, settings={"concurrency": 120})
     run, rt = jobs_here(created["id"], ids, chunk_size=50)
     sizes = []
-    while (chunk := claim_chunk(rt, run.id)) is not None:
-        sizes.append(len(chunk.items))
+    while (claim := claim_items(rt, run.id, "lane", rt.settings.chunk_size)) is not None:
+        sizes.append(len(claim.items))
     assert sizes == [50, 50, 20]  # 120 in flight: the concurrency
     claimed = session.scalars(
         select(RunItem.seq).where(RunItem.run_id == run.id, RunItem.status == "running")
@@ -143,7 +151,8 @@ def test_an_entity_resumed_after_a_crash_does_not_repeat_finished_steps(
         select(RunItem).where(RunItem.run_id == run.id).order_by(RunItem.seq)
     ).all()
     assert {(i.status, i.next_step) for i in saved} == {("pending", 1)}
-    assert [r["status"] for r in saved[0].step_results] == ["completed", "started"]
+    # publish is idempotent (one webhook-id): no "started" marker, it is simply sent again
+    assert [r["status"] for r in saved[0].step_results] == ["completed"]
     for item in saved:  # mark the checkpoint, to see whether the transform runs again
         item.state = {**item.state, "data": {**item.state["data"], "slug": "checkpointed"}}
     session.commit()
@@ -185,5 +194,6 @@ def test_a_notification_interrupted_by_a_crash_is_not_sent_again(client, keys, s
     for item in items:
         assert item["status"] == "completed"
         told = item["steps"][-1]
-        assert told["stepId"] == "tell" and told["output"] == {"channel": None, "delivered": None}
+        assert told["stepId"] == "tell"
+        assert told["output"] == {"channel": "webhook", "delivered": None}
         assert "not re-sent" in told["error"]
