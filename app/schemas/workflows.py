@@ -54,6 +54,14 @@ class SettingsSchema(Schema):
         load_default=300, validate=ma.validate.Range(min=0.1, max=86_400)
     )
     notify_on_finish = ma.fields.Nested(NotifyOnFinishSchema, load_default=None, allow_none=True)
+    keep_partial_changes = ma.fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "false (default): an entity that ends failed keeps the data and "
+            "status it had before the run (the outputs of its steps stay on the run item); "
+            "true: it keeps what the steps before the failure wrote"
+        },
+    )
 
 
 # Fields a workflow's JSON from ``GET`` carries that a client cannot set: POST and PATCH accept

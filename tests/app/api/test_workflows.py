@@ -54,6 +54,7 @@ def test_create_and_get(client, keys):
         "retry": {"maxAttempts": 1, "backoffSeconds": 1},
         "entityTimeoutSeconds": 300,
         "notifyOnFinish": None,
+        "keepPartialChanges": False,
     }
 
     fetched = client.get(f"{WORKFLOWS}/{created['id']}", headers=keys.header("viewer"))
