@@ -10,6 +10,7 @@ from sqlmodel import Session, col
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Entity, Job, JobLog, Run, RunItem, RunSelection, Workflow
+from app.services.approvals import close_for_cancel
 from jobs.queue import TaskQueue
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -72,13 +73,17 @@ def start_run(
     trigger_type: str = "manual",
     trigger_id: str | None = None,
     retry_of: str | None = None,
+    dry_run: bool = False,
+    sample: int | None = None,
     commit: bool = True,
 ) -> Run:
     """Create a run and its job, and queue its dispatch; the fan-out happens in the background.
 
     ``entity_ids`` are checked (unknown ids or ids of another type → 422 listing them);
     a ``selector`` is evaluated now. With ``commit=False`` the caller commits, and must
-    call :func:`queue_dispatch` after its commit.
+    call :func:`queue_dispatch` after its commit. ``sample`` keeps that many entities of
+    the selection, spread evenly over it; a ``dry_run`` writes no entity and delivers nothing
+    (the engine records each item's would-be ``changes`` instead).
     """
     if workflow.status == "archived":
         raise Conflict("This workflow is archived; it cannot be run.")
@@ -104,6 +109,8 @@ def start_run(
             entity_type_id=workflow.entity_type_id,
             selector=selector or {},
         )
+    if sample is not None:
+        ids = spread_sample(ids, sample)
     now = now_ms()
     run_id, job_id = new_id("run"), new_id("job")
     run = Run(
@@ -117,6 +124,7 @@ def start_run(
         trigger_type=trigger_type,
         trigger_id=trigger_id,
         retry_of=retry_of,
+        dry_run=dry_run,
         input=input,
         steps=workflow.steps,
         settings=workflow.settings,
@@ -146,6 +154,13 @@ def start_run(
         session.commit()
         queue_dispatch(queue, run)
     return run
+
+
+def spread_sample(ids: list[str], size: int) -> list[str]:
+    """``size`` ids spread evenly over ``ids`` (first, then every len/size-th), in order."""
+    if size >= len(ids):
+        return ids
+    return [ids[(i * len(ids)) // size] for i in range(size)]
 
 
 def queue_dispatch(queue: TaskQueue, run: Run) -> None:
@@ -243,12 +258,21 @@ def cancel_run(*, session: Session, run: Run) -> Run:
         )
         session.commit()
     else:
+        # Items that never started end here. Items resumed from a checkpoint (a crashed
+        # worker's) are left to a lane, which cancels them keeping the changes of the
+        # steps they finished (the run's lanes, or the sweeper's within a sweep).
         result = session.execute(
             update(RunItem)
-            .where(col(RunItem.run_id) == run.id, col(RunItem.status) == "pending")
+            .where(
+                col(RunItem.run_id) == run.id,
+                col(RunItem.status) == "pending",
+                col(RunItem.state).is_(None),
+            )
             .values(status="cancelled", error="cancelled before it started", completed_at=now)
         )
         cancelled = result.rowcount  # type: ignore[attr-defined]
+        # Entities waiting at a review gate end cancelled; their approvals close.
+        cancelled += close_for_cancel(session, run_id=run.id, now=now)
         session.execute(
             update(Run)
             .where(col(Run.id) == run.id)
@@ -292,4 +316,93 @@ def retry_run(*, session: Session, queue: TaskQueue, run: Run) -> Run:
         trigger_type="retry",
         trigger_id=run.trigger_id,
         retry_of=run.id,
+        dry_run=run.dry_run,
     )
+
+
+# --- run history ------------------------------------------------------------------------
+
+# Runs removed per batch: bounded IN lists, and a purge commits as it goes.
+DELETE_BATCH = 500
+
+
+def _started_before(ms: int) -> Any:
+    """Runs that started before ``ms``; one cancelled before dispatch counts from creation."""
+    from sqlalchemy import func
+
+    return func.coalesce(col(Run.started_at), col(Run.created_at)) < ms
+
+
+def _delete_finished_runs(session: Session, run_ids: list[str]) -> int:
+    """Delete the finished ones of ``run_ids`` with their items, selection, job and logs.
+
+    Guarded: a run that is not finished is never deleted, whatever the caller picked.
+    Children go first (foreign keys); the caller commits. Returns how many runs went.
+    """
+    from sqlalchemy import delete
+
+    pairs = session.execute(
+        select(col(Run.id), col(Run.job_id)).where(
+            col(Run.id).in_(run_ids), col(Run.status).in_(TERMINAL)
+        )
+    ).all()
+    if not pairs:
+        return 0
+    ids, job_ids = [p[0] for p in pairs], [p[1] for p in pairs]
+    session.execute(delete(JobLog).where(col(JobLog.job_id).in_(job_ids)))
+    session.execute(delete(RunItem).where(col(RunItem.run_id).in_(ids)))
+    session.execute(delete(RunSelection).where(col(RunSelection.run_id).in_(ids)))
+    session.execute(delete(Job).where(col(Job.id).in_(job_ids)))
+    session.execute(delete(Run).where(col(Run.id).in_(ids)))
+    return len(ids)
+
+
+def delete_run(*, session: Session, run: Run) -> None:
+    """Remove a finished run with its items and logs (409 while it is pending or running)."""
+    # Lock the row so a delete and a cancel or finalize of the same run serialise.
+    locked = session.execute(
+        select(Run)
+        .where(col(Run.id) == run.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    if locked.status not in TERMINAL:
+        raise Conflict(f"The run is {locked.status}; cancel it or wait for it to finish first.")
+    _delete_finished_runs(session, [run.id])
+    session.commit()
+
+
+def _delete_in_batches(session: Session, *conditions: Any, commit_each: bool) -> int:
+    """Delete the finished runs matching ``conditions``, ``DELETE_BATCH`` at a time."""
+    deleted = 0
+    while True:
+        ids = list(
+            session.scalars(
+                select(col(Run.id))
+                .where(col(Run.status).in_(TERMINAL), *conditions)
+                .limit(DELETE_BATCH)
+            )
+        )
+        deleted += _delete_finished_runs(session, ids) if ids else 0
+        if commit_each:
+            session.commit()
+        if len(ids) < DELETE_BATCH:
+            return deleted
+
+
+def delete_runs_before(*, session: Session, workflow_id: str, before_ms: int) -> int:
+    """Remove a workflow's finished runs that started before ``before_ms``, in one transaction."""
+    deleted = _delete_in_batches(
+        session, col(Run.workflow_id) == workflow_id, _started_before(before_ms), commit_each=False
+    )
+    session.commit()
+    return deleted
+
+
+def purge_old_runs(session: Session, *, older_than_ms: int) -> int:
+    """Retention (``CONVEYOR_RUN_RETENTION_DAYS``): remove every workspace's finished runs
+    that started before ``older_than_ms``; return how many.
+
+    Commits batch by batch, so a large purge never holds one long transaction.
+    """
+    return _delete_in_batches(session, _started_before(older_than_ms), commit_each=True)
