@@ -9,7 +9,6 @@ import marshmallow as ma
 
 from steps import templating
 from steps.base import Category, SideEffect, StepContext, StepResult
-from steps.errors import TemplateError
 from steps.fields import DataPath, StepConfig, Template
 from steps.paths import get_path, has_path, set_path, unset_path
 
@@ -67,29 +66,14 @@ def _resolve(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(value, str):
         single = _SINGLE_EXPRESSION.match(value.strip())
         if single:
-            return _json_value(templating.evaluate(single.group("expr"), variables))
+            # Built into JSON data inside the render's budget: sizes checked as it grows.
+            return templating.evaluate_data(single.group("expr"), variables)
         return templating.render(value, variables)
     if isinstance(value, list):
         return [_resolve(v, variables) for v in value]
     if isinstance(value, dict):
         return {k: _resolve(v, variables) for k, v in value.items()}
     return value
-
-
-def _json_value(value: Any) -> Any:
-    """An expression result as JSON data: iterables become lists, other objects strings."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set) or hasattr(value, "__next__"):
-        items: list[Any] = []
-        for item in value:
-            if len(items) >= templating.MAX_RANGE:
-                raise TemplateError(f"a list over {templating.MAX_RANGE} items")
-            items.append(_json_value(item))
-        return items
-    return str(value)
 
 
 def run(config: dict[str, Any], ctx: StepContext) -> StepResult:

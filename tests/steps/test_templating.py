@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +177,169 @@ def test_dotted_names_reach_data_keys_that_share_a_dict_method_name():
     assert templating.evaluate("d.values.n == 3", {"d": data}) is True
     # Without such a key the method is still there.
     assert templating.render("{{ d.get('missing', 'none') }}", {"d": {}}) == "none"
+
+
+# --- memory bombs: refused before the memory is taken (issue 10, item 3) --------------------
+
+_PROBE = r"""
+import json, resource, sys
+from steps import templating, transform
+from steps.base import EntityState, StepContext
+from steps.errors import TemplateError
+
+kind, source = sys.argv[1], sys.argv[2]
+ctx = StepContext(EntityState("ent_1", {"n": 1}, "draft", 1), "s", 0, {"id": "run_1"})
+try:
+    if kind == "render":
+        templating.render(source, ctx.variables())
+    else:
+        transform.run(transform.Config().load({"set": {"x": source}}), ctx)
+    outcome = "finished"
+except TemplateError as exc:
+    outcome = "TemplateError: " + exc.message
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"outcome": outcome, "maxrss_kb": peak}))
+"""
+
+BOMBS = [
+    ("render", "{% set s = 'a' * 999999 %}{{ [s] * 1000 }}"),
+    ("render", "{{ ('a' * 1000).join('b' * 999999) }}"),
+    ("render", "{% set l = [1] %}{% for i in range(64) %}{{ l.extend(l) }}{% endfor %}"),
+    ("render", "{{ range(100000)|map('center', 999999)|list }}"),
+    ("render", "{% set s = 'a' * 999999 %}{{ '{}'.format([s] * 1000) }}"),
+    ("render", "{% set s = 'a' * 999999 %}{{ ([s] * 1000)|tojson }}"),
+    ("render", "{% set s = 'é' * 999999 %}{{ ([s] * 1000)|map('upper')|list|length }}"),
+    ("transform", "{{ range(100000)|map('center', 999999) }}"),
+    ("transform", "{% set s = 'a' * 999999 %}{{ [s] * 1000 }}"),
+]
+
+
+def _probe(kind: str, source: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, kind, source],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def baseline_kb() -> int:
+    """Peak RSS of a worker-like process that rendered a trivial template."""
+    probe = _probe("render", "{{ entity.data.n + 1 }}")
+    assert probe["outcome"] == "finished"
+    return int(probe["maxrss_kb"])  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(("kind", "source"), BOMBS)
+def test_memory_bombs_fail_within_100_mb_of_the_baseline(baseline_kb, kind, source):
+    probe = _probe(kind, source)
+    assert str(probe["outcome"]).startswith("TemplateError: "), probe
+    grown_mb = (int(probe["maxrss_kb"]) - baseline_kb) / 1024  # type: ignore[call-overload]
+    assert grown_mb < 100, f"{source}: peak RSS {grown_mb:.0f} MB over the baseline"
+
+
+def test_the_memory_budget_is_per_render_and_ordinary_work_fits():
+    big = "x" * 200_000
+    for _ in range(50):  # each render starts with a fresh allowance
+        assert templating.render("{{ (s * 4)|length }}", {"s": big}) == "800000"
+    source = "{% set ns = namespace(s='') %}{% for i in range(2000) %}{% set ns.s = ns.s ~ 'ab' %}"
+    assert templating.render(source + "{% endfor %}{{ ns.s|length }}", {}) == "4000"
+
+
+# --- expressions cannot change anything (item 4) ---------------------------------------------
+
+MUTATIONS = [
+    "entity.data.update({'price': 0}) or true",
+    "entity.data.tags.append('x') or true",
+    "entity.data.pop('price') or true",
+    "run.update({'id': 'run_FORGED'}) or true",
+    "run.__setitem__('id', 'run_FORGED') or true",
+    "input.clear() or true",
+    "steps.gen.output.setdefault('text', 1) or true",
+]
+
+
+@pytest.mark.parametrize("expression", MUTATIONS)
+def test_expressions_cannot_change_their_variables(expression):
+    variables = {
+        "entity": {"id": "e1", "data": {"price": 12, "tags": ["a"]}},
+        "steps": {"gen": {"output": {"text": "Hello"}}},
+        "run": {"id": "run_1"},
+        "input": {"lang": "fr"},
+    }
+    before = copy.deepcopy(variables)
+    with pytest.raises(TemplateError, match="sandbox"):
+        templating.evaluate(expression, variables)
+    with pytest.raises(TemplateError, match="sandbox"):
+        templating.render("{{ " + expression + " }}", variables)
+    assert variables == before
+
+
+def test_each_render_gets_its_own_run_context():
+    run = {"id": "run_1", "trigger": {"type": "manual"}}
+    # Even a value reached through the run context is a private copy.
+    seen = templating.evaluate("run.trigger", {"run": run})
+    assert seen == run["trigger"] and seen is not run["trigger"]
+
+
+# --- time is checked cooperatively, no watchdog thread (item 5) ------------------------------
+
+
+def test_long_renders_stop_on_their_own_budget_without_a_watchdog_thread(short_budget):
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(TemplateError, match="took longer than"):
+        templating.render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% if i == j %}"
+            "{% endif %}{% endfor %}{% endfor %}",
+            {},
+        )
+    # Loops over plain data, with no call, output or operator inside, check the time too.
+    items = list(range(100_000))
+    with pytest.raises(TemplateError, match="took longer than"):
+        templating.render(
+            "{% for a in items %}{% for b in items %}{% endfor %}{% endfor %}", {"items": items}
+        )
+    assert {t.name for t in threading.enumerate()} == before
+    assert not hasattr(templating, "_watchdog")
+
+
+def test_a_render_under_a_tracer_still_stops(short_budget):
+    calls = []
+
+    def tracer(frame, event, arg):
+        calls.append(event)
+        return None
+
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(TemplateError, match="took longer than"):
+            templating.render(
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                {},
+            )
+    finally:
+        sys.settrace(None)
+    assert calls
+
+
+# --- a step skipped by goto is undefined, so default() applies (item 16) ---------------------
+
+
+def test_output_of_a_skipped_step_is_undefined_so_default_applies():
+    variables = {"steps": {"ran": {"output": {"text": "Hi"}}}, "entity": {"data": {}}}
+    source = "{{ steps.skipped.output.text | default('none') }}/{{ steps.ran.output.text }}"
+    assert templating.render(source, variables) == "none/Hi"
+    assert templating.evaluate("steps.skipped.output is defined", variables) is False
+    assert templating.evaluate("steps.skipped.output.text | default(3)", variables) == 3
+    assert templating.evaluate("entity.data.a.b | default('x')", variables) == "x"
+    # Used as a value, it still fails with the name that was missing.
+    with pytest.raises(TemplateError, match="no attribute 'skipped'"):
+        templating.render("{{ steps.skipped.output.text }}", variables)
+    with pytest.raises(TemplateError, match="undefined"):
+        templating.evaluate("steps.skipped.output.n > 1", variables)
+    with pytest.raises(TemplateError, match="undefined"):
+        templating.render("{{ [entity.data.tag] }}", variables)
