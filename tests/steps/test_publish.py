@@ -196,10 +196,9 @@ def test_credential_headers_without_a_url_go_nowhere(services, session, settings
         "webhook",
         {"secret": new_webhook_secret(), "headers": {"X-Token": "tok-loose-1"}},
     )
-    with WebhookReceiver() as elsewhere:
-        with pytest.raises(StepError, match="headers but no url"):
-            run(
-                {"target": {"url": elsewhere.url, "credential": "loose"}},
-                make_ctx(services=services),
-            )
+    with WebhookReceiver() as elsewhere, pytest.raises(StepError, match="headers but no url"):
+        run(
+            {"target": {"url": elsewhere.url, "credential": "loose"}},
+            make_ctx(services=services),
+        )
     assert elsewhere.requests == []
