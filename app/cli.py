@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -103,6 +105,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 def worker(burst: bool, name: str | None) -> None:
     """Run an RQ worker on REDIS_URL (plus a sweeper thread that restarts stuck work)."""
+    from redis.exceptions import RedisError
     from rq import SimpleWorker
 
     from app.db import get_engine
@@ -117,15 +120,54 @@ def worker(burst: bool, name: str | None) -> None:
     runtime = Runtime(settings, get_engine(settings.database_url), RQQueue(redis))
     install(runtime)
     _warm_up_worker()
+    from app import configure_logging
+
+    configure_logging()
+    log = logging.getLogger("conveyor.worker")
+    log.info(
+        "conveyor worker %s starting: %d I/O threads, chunks of %d, lease %d s",
+        name or "(unnamed)",
+        settings.worker_io_concurrency,
+        settings.chunk_size,
+        settings.lease_seconds,
+    )
     stop = start_sweeper_thread(runtime)
+    delay, restarts = 1.0, 0
     try:
-        # SimpleWorker runs jobs in this process: lanes are few and long, and the
-        # database pool survives between jobs (a fork per job would cost more than it buys).
-        SimpleWorker([QUEUE_NAME], connection=redis, name=name).work(
-            burst=burst, with_scheduler=False
-        )
+        while True:
+            # SimpleWorker runs jobs in this process: lanes are long, and the database pool
+            # and the I/O threads survive between jobs (a fork per job would lose both).
+            # A restarted worker takes a new name: its old registration may outlive it.
+            current = f"{name}.{restarts}" if name and restarts else name
+            rq_worker = SimpleWorker([QUEUE_NAME], connection=redis, name=current)
+            try:
+                rq_worker.work(burst=burst, with_scheduler=False)
+            except RedisError as exc:
+                # RQ gives up on a lost connection (and raises again registering its
+                # death): ride out the outage and start over against the new server.
+                log.warning("Redis is unreachable (%s); reconnecting in %.0f s", exc, delay)
+            else:
+                if burst or rq_worker._stop_requested:
+                    break
+                log.warning("the RQ worker stopped unexpectedly; restarting in %.0f s", delay)
+            if rq_worker._stop_requested:
+                break
+            time.sleep(delay)
+            restarts += 1
+            delay = 1.0 if _redis_answers(redis) else min(30.0, delay * 2)
     finally:
         stop.set()
+        log.info("conveyor worker stopped")
+
+
+def _redis_answers(redis: Any) -> bool:
+    """True when Redis answers a ping."""
+    from redis.exceptions import RedisError
+
+    try:
+        return bool(redis.ping())
+    except RedisError:
+        return False
 
 
 def _warm_up_worker() -> None:
@@ -151,12 +193,22 @@ def _warm_up_worker() -> None:
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between ticks.")
 def scheduler(interval: float) -> None:
     """Fire due cron triggers and sweep stuck runs, until stopped."""
+    import logging
     import threading
 
+    from app import configure_logging
     from jobs.runtime import current
     from jobs.sweeper import start_sweeper_thread
 
+    configure_logging()
     runtime = current()
+    logging.getLogger("conveyor.scheduler").info(
+        "conveyor scheduler starting: tick every %ss, sweep every %ss, database %s, queue %s",
+        interval,
+        runtime.settings.sweep_interval_seconds,
+        _safe_url(runtime.settings.database_url),
+        "redis" if runtime.settings.redis_url else "in-process threads",
+    )
     stop = threading.Event()
     sweeper_stop = start_sweeper_thread(runtime)
     try:
@@ -174,8 +226,10 @@ def scheduler(interval: float) -> None:
 @click.option("--entities", "count", default=1000, show_default=True)
 def demo(count: int) -> None:
     """Create an entity type, entities and a workflow, run it, and show its progress."""
+    from app import configure_logging
     from jobs.demo import run_demo
 
+    configure_logging("WARNING")  # the progress bar is the demo's output; problems still show
     run_demo(count)
 
 

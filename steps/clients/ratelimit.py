@@ -135,16 +135,30 @@ class RedisRateLimiter:
         from redis import RedisError
 
         request_interval, token_interval = limits.intervals()
-        try:
-            granted, wait = self._reserve(
-                keys=_keys(bucket),
-                args=[request_interval, token_interval, max(0, tokens), int(max_wait * MICROS)],
-            )
-        except RedisError as exc:
-            raise TransientError(
-                f"the shared rate limiter (Redis) is not reachable: {exc}"
-            ) from exc
-        return Reservation(bool(granted), max(0, int(wait)) / MICROS)
+        # While Redis is away (restarting, failing over) the call waits for it rather than
+        # going out unpaced: every worker would otherwise burst at once when it comes back.
+        gives_up = time.monotonic() + max_wait
+        pause = 0.25
+        while True:
+            try:
+                granted, wait = self._reserve(
+                    keys=_keys(bucket),
+                    args=[
+                        request_interval,
+                        token_interval,
+                        max(0, tokens),
+                        int(max(0.0, gives_up - time.monotonic()) * MICROS),
+                    ],
+                )
+                return Reservation(bool(granted), max(0, int(wait)) / MICROS)
+            except RedisError as exc:
+                if time.monotonic() + pause > gives_up:
+                    raise TransientError(
+                        f"the shared rate limiter (Redis) is not reachable: {exc}"
+                    ) from exc
+                log.warning("rate limiter: Redis is not reachable (%s); waiting", exc)
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
 
     def settle(self, bucket: str, limits: Limits, *, extra_tokens: int) -> None:
         """Move the token booking by the difference between real and estimated usage."""
