@@ -23,7 +23,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI from the installed flask-swagger-ui package, served by the console: no CDN.
+        OPENAPI_SWAGGER_UI_URL="/console/swagger-ui/",
         JSON_SORT_KEYS=False,
     )
     if test_config:
@@ -35,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     install_log_redaction()  # before anything can log a credential (e.g. httpx's request line)
 
     from app import api as api_module
-    from app import db, migrate, operations
+    from app import console, db, migrate, operations
     from jobs import queue
 
     if settings.database_url.startswith("sqlite") and app.config.get("AUTO_MIGRATE", True):
@@ -44,4 +45,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     queue.init_app(app)
     api_module.init_app(app)
     operations.init_app(app)
+    console.init_app(app)
     return app
