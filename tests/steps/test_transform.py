@@ -78,3 +78,28 @@ def test_config_is_checked():
         transform.Config().load({"set": {"bad path!": 1}})
     with pytest.raises(ma.ValidationError):
         transform.Config().load({"set": {"a": "{{ broken"}})
+
+
+def test_templates_cannot_change_the_entity_or_the_run():
+    ctx = make_ctx({"price": 10, "tags": ["a"]})
+    for value in (
+        "{{ entity.data.update({'price': 0}) }}",
+        "{{ entity.data.tags.append('b') }}",
+        "x{{ run.update({'id': 'run_FORGED'}) }}",
+    ):
+        with pytest.raises(TemplateError, match="refused by the sandbox"):
+            run({"set": {"copy": value}}, ctx)
+    assert ctx.entity.data == {"price": 10, "tags": ["a"]}
+    assert ctx.run["id"] == "run_1"
+
+
+def test_a_set_value_is_built_within_the_size_limits():
+    ctx = make_ctx({"n": 1})
+    with pytest.raises(TemplateError, match="over"):
+        run({"set": {"x": "{{ range(100000)|map('center', 999999) }}"}}, ctx)
+    with pytest.raises(TemplateError, match="undefined"):
+        run({"set": {"tags": "{{ [entity.data.tag] }}"}}, ctx)
+    assert ctx.entity.data == {"n": 1}
+    result = run({"set": {"x": "{{ range(3)|map('string') }}", "y": "{{ {'a': [1]} }}"}}, ctx)
+    assert result.output == {"changed": ["x", "y"]}
+    assert ctx.entity.data == {"n": 1, "x": ["0", "1", "2"], "y": {"a": [1]}}
