@@ -18,6 +18,7 @@ _BUILTINS = {
     "condition": "steps.condition",
     "publish": "steps.publish",
     "notify": "steps.notify",
+    "approval": "steps.approval",
 }
 ENTRY_POINT_GROUP = "conveyor.step_types"
 

@@ -28,6 +28,7 @@ BLUEPRINT_MODULES = (
     "jobs",
     "triggers",
     "webhooks",
+    "approvals",
     "kv",
     "audit",
 )
