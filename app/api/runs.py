@@ -14,6 +14,7 @@ from app.auth import current_caller, require_role
 from app.db import db_session
 from app.models import Run, RunItem
 from app.pagination import keyset_page, page_headers
+from app.schemas.run_history import DeletedSchema, RunHistoryDeleteArgsSchema
 from app.schemas.runs import (
     RunCreatedSchema,
     RunCreateSchema,
@@ -138,6 +139,20 @@ class WorkflowRuns(MethodView):
         ]
         return page_headers(rows, args, "id")
 
+    @require_role("editor")
+    @blp.arguments(RunHistoryDeleteArgsSchema, location="query")
+    @blp.response(200, DeletedSchema)
+    def delete(self, args: dict[str, Any], workflow_id: str) -> Any:
+        """Remove the workflow's finished runs started before `before` (ms), with their items"""
+        session = db_session()
+        get_workflow(
+            session=session, workspace_id=current_caller().workspace_id, workflow_id=workflow_id
+        )
+        deleted = service.delete_runs_before(
+            session=session, workflow_id=workflow_id, before_ms=args["before"]
+        )
+        return {"deleted": deleted}
+
 
 def _run(workflow_id: str, run_id: str) -> Run:
     return service.get_run(
@@ -158,6 +173,12 @@ class WorkflowRunsById(MethodView):
         run = _run(workflow_id, run_id)
         headers = polling_headers(run)
         return not_modified(headers) or (run_view(run), headers)
+
+    @require_role("editor")
+    @blp.response(204)
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        """Remove a finished run with its items and logs (409 while it is pending or running)"""
+        service.delete_run(session=db_session(), run=_run(workflow_id, run_id))
 
 
 @blp.route("/<workflow_id>/runs/<run_id>/items")
