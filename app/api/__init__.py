@@ -31,6 +31,7 @@ BLUEPRINT_MODULES = (
     "approvals",
     "kv",
     "audit",
+    "workflow_code",
 )
 
 

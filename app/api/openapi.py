@@ -37,10 +37,14 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/entities/bulk"): "entities_bulk_create",
     ("POST", "/api/v1/workflows/{workflow_id}/run"): "runs_start",
     ("POST", "/api/v1/webhooks/{trigger_id}"): "webhooks_fire",
+    ("GET", "/api/v1/workflows/{workflow_id}/code"): "workflows_code",
+    ("GET", "/api/v1/workflows/{workflow_id}/project.zip"): "workflows_project_zip",
+    ("POST", "/api/v1/workflows/generate"): "workflows_generate",
+    ("GET", "/api/v1/kv/{namespace}"): "kv_list",
 }
 
 _ITEM_VERBS = {"get": "get", "patch": "update", "put": "update", "delete": "delete"}
-_COLLECTION_VERBS = {"get": "list", "post": "create", "put": "replace", "delete": "delete"}
+_COLLECTION_VERBS = {"get": "list", "post": "create", "put": "replace", "delete": "delete_many"}
 _SCHEMA_REF = re.compile(r"^#/components/schemas/(.+)$")
 
 
