@@ -32,6 +32,7 @@ def job_view(job: Job, run: Run | None) -> dict[str, Any]:
         "progress": progress_of(run) if run else None,
         "run_id": job.run_id,
         "workflow_id": job.workflow_id,
+        "dry_run": run.dry_run if run else False,
         "error": run.error if run else None,
         "created_at": job.created_at,
         "started_at": run.started_at if run else None,

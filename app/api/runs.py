@@ -23,6 +23,7 @@ from app.schemas.runs import (
     RunQueryArgsSchema,
     RunSchema,
 )
+from app.services import approvals
 from app.services import runs as service
 from app.services.idempotency import idempotent
 from app.services.workflows import get_workflow
@@ -32,29 +33,44 @@ URL_PREFIX = "/workflows"
 blp = Blueprint("runs", __name__, description="Runs of a workflow over a batch of entities.")
 
 
-def progress_of(run: Run) -> dict[str, int]:
-    """``{total, completed, failed, cancelled, pending}``; pending counts queued and running."""
+def awaiting_of(run: Run) -> int:
+    """Items of ``run`` waiting at a review gate (only a running run has any)."""
+    if run.status != "running":
+        return 0
+    return approvals.awaiting_counts(db_session(), [run.id]).get(run.id, 0)
+
+
+def progress_of(run: Run, awaiting: int | None = None) -> dict[str, int]:
+    """``{total, completed, failed, cancelled, pending, awaitingApproval}``.
+
+    ``pending`` counts queued and running items; those waiting at a review gate are in
+    ``awaitingApproval``, so the six always add up: total = the other five.
+    """
+    if awaiting is None:
+        awaiting = awaiting_of(run)
     done = run.completed + run.failed + run.cancelled
     return {
         "total": run.total,
         "completed": run.completed,
         "failed": run.failed,
         "cancelled": run.cancelled,
-        "pending": max(0, run.total - done),
+        "pending": max(0, run.total - done - awaiting),
+        "awaiting_approval": awaiting,
     }
 
 
-def run_view(run: Run) -> dict[str, Any]:
-    """A run as the API shows it."""
+def run_view(run: Run, awaiting: int | None = None) -> dict[str, Any]:
+    """A run as the API shows it (``awaiting``: its count of waiting items, if known)."""
     return {
         "id": run.id,
         "workflow_id": run.workflow_id,
         "workflow_version": run.workflow_version,
         "job_id": run.job_id,
         "status": run.status,
-        "progress": progress_of(run),
+        "progress": progress_of(run, awaiting),
         "trigger": {"type": run.trigger_type, "trigger_id": run.trigger_id},
         "retry_of": run.retry_of,
+        "dry_run": run.dry_run,
         "input": run.input,
         "usage": {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens},
         "error": run.error,
@@ -66,7 +82,8 @@ def run_view(run: Run) -> dict[str, Any]:
 
 def polling_headers(run: Run) -> dict[str, str]:
     """ETag of the run's visible state, and a Retry-After hint while it is going."""
-    etag = f'"{run.status}.{run.completed}.{run.failed}.{run.cancelled}.{run.total}"'
+    state = f"{run.status}.{run.completed}.{run.failed}.{run.cancelled}.{run.total}"
+    etag = f'"{state}.{awaiting_of(run)}"'
     headers = {"ETag": etag}
     if run.status in ("pending", "running"):
         headers["Retry-After"] = "2"
@@ -103,6 +120,8 @@ class WorkflowRun(MethodView):
                 entity_ids=data.get("entity_ids"),
                 selector=data.get("filter"),
                 input=data.get("input"),
+                dry_run=data.get("dry_run", False),
+                sample=data.get("sample"),
                 commit=False,
             )
             created.append(run)
@@ -133,10 +152,9 @@ class WorkflowRuns(MethodView):
         query = select(Run).where(col(Run.workflow_id) == workflow_id)
         if "status" in args:
             query = query.where(col(Run.status) == args["status"])
-        rows = [
-            run_view(r)
-            for r in session.scalars(keyset_page(query, col(Run.id), args, descending=True))
-        ]
+        runs = list(session.scalars(keyset_page(query, col(Run.id), args, descending=True)))
+        awaiting = approvals.awaiting_counts(session, [r.id for r in runs if r.status == "running"])
+        rows = [run_view(r, awaiting.get(r.id, 0)) for r in runs]
         return page_headers(rows, args, "id")
 
     @require_role("editor")
@@ -211,6 +229,7 @@ class WorkflowRunItems(MethodView):
                     }
                     for r in item.step_results or []
                 ],
+                "changes": item.changes,
                 "started_at": item.started_at,
                 "completed_at": item.completed_at,
             }

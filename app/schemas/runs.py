@@ -10,7 +10,7 @@ from app.pagination import PageArgs
 from app.schemas import Schema, Timestamp
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ITEM_STATUSES = ("pending", "running", "awaiting_approval", "completed", "failed", "cancelled")
 
 
 MAX_RUN_IDS = 100_000
@@ -47,6 +47,17 @@ class RunCreateSchema(Schema):
     entity_ids = IdList()
     filter = ma.fields.Nested(RunFilterSchema)
     input = ma.fields.Raw(allow_none=True, metadata={"description": "any JSON: the run input"})
+    dry_run = ma.fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "execute every step but write no entity and deliver nothing; "
+            "each item shows its would-be `changes`"
+        },
+    )
+    sample = ma.fields.Integer(
+        validate=ma.validate.Range(min=1, max=MAX_RUN_IDS),
+        metadata={"description": "take this many entities of the selection, spread over it"},
+    )
 
     @ma.validates_schema
     def _one_selection(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -64,7 +75,15 @@ class ProgressSchema(Schema):
     completed = ma.fields.Integer()
     failed = ma.fields.Integer()
     cancelled = ma.fields.Integer()
-    pending = ma.fields.Integer(metadata={"description": "not yet final (queued or running)"})
+    pending = ma.fields.Integer(
+        metadata={"description": "not yet final and not waiting: queued or running"}
+    )
+    awaiting_approval = ma.fields.Integer(
+        metadata={
+            "description": "waiting at a review gate; total == completed + failed + "
+            "cancelled + pending + awaitingApproval"
+        }
+    )
 
 
 class TriggerRefSchema(Schema):
@@ -86,6 +105,7 @@ class RunSchema(Schema):
     progress = ma.fields.Nested(ProgressSchema)
     trigger = ma.fields.Nested(TriggerRefSchema)
     retry_of = ma.fields.String(allow_none=True)
+    dry_run = ma.fields.Boolean()
     input = ma.fields.Raw(allow_none=True)
     usage = ma.fields.Nested(UsageSchema)
     error = ma.fields.String(allow_none=True)
@@ -114,6 +134,13 @@ class RunItemSchema(Schema):
     attempts = ma.fields.Integer()
     error = ma.fields.String(allow_none=True)
     steps = ma.fields.List(ma.fields.Nested(StepResultSchema))
+    changes = ma.fields.Raw(
+        allow_none=True,
+        metadata={
+            "description": "dry runs only: `patch` (RFC 6902, stored entity → result) and "
+            "the `requests` publish/notify would have sent"
+        },
+    )
     started_at = Timestamp()
     completed_at = Timestamp()
 
@@ -129,6 +156,7 @@ class JobSchema(Schema):
     progress = ma.fields.Nested(ProgressSchema)
     run_id = ma.fields.String(allow_none=True)
     workflow_id = ma.fields.String(allow_none=True)
+    dry_run = ma.fields.Boolean()
     error = ma.fields.String(allow_none=True)
     created_at = Timestamp()
     started_at = Timestamp()

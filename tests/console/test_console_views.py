@@ -210,6 +210,7 @@ def test_live_state_is_json_with_an_etag(client, keys):
         "failed": 0,
         "cancelled": 0,
         "pending": 0,
+        "awaiting_approval": 0,
     }
     assert live.json["status"] == "completed" and live.json["terminal"] is True
     again = client.get(

@@ -67,6 +67,7 @@ def test_run_completes_with_exact_progress(client, keys):
         "failed": 0,
         "cancelled": 0,
         "pending": 0,
+        "awaitingApproval": 0,
     }
     items = client.get(
         f"/api/v1/workflows/{workflow['id']}/runs/{run['id']}/items?limit=100",

@@ -22,6 +22,7 @@ FAILING_STEPS = [
 
 JOB_KEYS = {
     "id",
+    "dryRun",
     "type",
     "status",
     "progress",
@@ -41,6 +42,7 @@ def _progress(total, completed=0, failed=0, cancelled=0, pending=0):
         "failed": failed,
         "cancelled": cancelled,
         "pending": pending,
+        "awaitingApproval": 0,
     }
 
 
