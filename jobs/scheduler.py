@@ -102,6 +102,14 @@ class Scheduler:
         while not stop.is_set():
             try:
                 report = self.tick()
+                for event in report.events:
+                    log.info(
+                        "trigger %s %s for %s%s",
+                        event.trigger_id,
+                        event.outcome,
+                        event.scheduled_at,
+                        f": run {event.run_id}" if event.run_id else f" ({event.reason})",
+                    )
                 wait = 0.0 if report.more_due else self._seconds_until_due(interval_seconds)
             except Exception:  # the database may be down: keep the loop alive and retry
                 log.exception("scheduler tick failed")

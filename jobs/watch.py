@@ -43,7 +43,10 @@ def watch_run(engine: Engine, run_id: str, *, interval: float = 0.5) -> Run | No
             bar.total = run.total
             bar.update(done - bar.n)
             bar.set_description(run.status)
-            bar.set_postfix(completed=run.completed, failed=run.failed, cancelled=run.cancelled)
+            # A string: tqdm shortens numeric postfix values (20000 → "2e+4").
+            bar.set_postfix_str(
+                f"completed={run.completed}, failed={run.failed}, cancelled={run.cancelled}"
+            )
             if run.status in FINAL:
                 break
             time.sleep(interval)
