@@ -147,10 +147,10 @@ def worker(burst: bool, name: str | None) -> None:
                 # death): ride out the outage and start over against the new server.
                 log.warning("Redis is unreachable (%s); reconnecting in %.0f s", exc, delay)
             else:
-                if burst or rq_worker._stop_requested:
+                if burst or _stop_requested(rq_worker):
                     break
                 log.warning("the RQ worker stopped unexpectedly; restarting in %.0f s", delay)
-            if rq_worker._stop_requested:
+            if _stop_requested(rq_worker):
                 break
             time.sleep(delay)
             restarts += 1
@@ -158,6 +158,11 @@ def worker(burst: bool, name: str | None) -> None:
     finally:
         stop.set()
         log.info("conveyor worker stopped")
+
+
+def _stop_requested(rq_worker: Any) -> bool:
+    """True once the worker was told to stop (SIGTERM or SIGINT), busy or idle."""
+    return bool(rq_worker._stop_requested or rq_worker._shutdown_requested_date)
 
 
 def _redis_answers(redis: Any) -> bool:

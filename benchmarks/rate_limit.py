@@ -54,22 +54,22 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_database(admin_url: str) -> str:
-    """(Re)create the benchmark database and migrate it; its SQLAlchemy URL."""
+def create_database(admin_url: str, name: str = BENCH_DB) -> str:
+    """(Re)create a benchmark database next to ``admin_url`` and migrate it; its URL."""
     with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=BENCH_DB)
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=name)
     rendered = url.render_as_string(hide_password=False)
     migrate.upgrade(rendered)
     return rendered
 
 
-def drop_database(admin_url: str) -> None:
-    """Drop the benchmark database."""
+def drop_database(admin_url: str, name: str = BENCH_DB) -> None:
+    """Drop a benchmark database."""
     dispose_engines()
     with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def prepare(url: str, peer: OpenAIPeer, count: int, rpm: int) -> tuple[str, list[str]]:
