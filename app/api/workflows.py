@@ -50,8 +50,9 @@ def caller_actor() -> Actor:
     return Actor(key_id=caller.key_id, key_prefix=caller.key_prefix)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without anchors and aliases: a small document cannot expand into a huge one."""
+class _JSONYAMLLoader(yaml.SafeLoader):
+    """YAML that means JSON: no anchors or aliases (a small document cannot expand into a
+    huge one), and dates and times stay strings, as they would be in JSON."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -62,18 +63,31 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _timestamp_as_string(loader: _JSONYAMLLoader, node: yaml.Node) -> Any:
+    """``2026-03-29`` stays the string it is in JSON, not a ``date``."""
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_JSONYAMLLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_string)
+
+
 def json_or_yaml_body() -> Any:
     """The request body, parsed as YAML when its Content-Type says so, else as JSON (400 when
     malformed)."""
+    if not request.get_data().strip():
+        raise ConveyorError("A JSON or YAML body is required.")
     if request.mimetype in YAML_TYPES:
         try:
-            return yaml.load(request.get_data(as_text=True), Loader=_NoAliasLoader)  # noqa: S506
+            body = yaml.load(request.get_data(as_text=True), Loader=_JSONYAMLLoader)  # noqa: S506
         except yaml.YAMLError as exc:
             raise ConveyorError(f"The body is not valid YAML: {exc}") from exc
-    body = request.get_json(force=True, silent=True)
-    if body is None and request.get_data():
-        raise ConveyorError("The body is not valid JSON.")
-    return body
+        try:
+            # What is stored is JSON: refuse what has no JSON form (.nan, !!binary, !!set...).
+            return json.loads(json.dumps(body, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ConveyorError(f"The YAML body has no JSON equivalent: {exc}") from exc
+    # Not silent: the app's JSON provider answers malformed JSON with its own 400.
+    return request.get_json(force=True)
 
 
 def wants_yaml() -> bool:

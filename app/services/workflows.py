@@ -222,7 +222,16 @@ def update_workflow(
     Runs keep the version they pinned. ``entity_type_id`` may be sent back unchanged (a
     workflow's JSON from ``GET`` is a valid ``PATCH``), but a workflow never changes type.
     """
-    row = get_workflow(session=session, workspace_id=workspace_id, workflow_id=workflow_id)
+    # Lock the row: two concurrent saves must make versions N+1 and N+2, each with its
+    # revision, never two versions N+1 (SQLite's BEGIN IMMEDIATE serialises them already).
+    row = session.execute(
+        select(Workflow)
+        .where(col(Workflow.id) == workflow_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if row is None or row.workspace_id != workspace_id:
+        raise NotFound("Workflow not found.")
     if expected_version is not None and expected_version != row.version:
         raise PreconditionFailed(
             f"Version mismatch: the workflow is at version {row.version}, not {expected_version}."

@@ -4,6 +4,7 @@ run history clean-up and step-type categories."""
 from __future__ import annotations
 
 import json
+import threading
 
 import jsonpatch
 import yaml
@@ -683,3 +684,57 @@ def test_step_types_carry_a_category_and_filter_by_it(client, keys):
     assert one["category"] == "control"
     bad = client.get("/api/v1/step-types?category=magic", headers=keys.header())
     assert "category" in assert_error(bad, 422)["errors"]
+
+
+def test_yaml_bodies_mean_json(client, keys):
+    entity_type = make_entity_type(client, keys)
+    url = f"{WORKFLOWS}/validate"
+    yaml_headers = {**keys.header("viewer"), "Content-Type": "application/yaml"}
+    text = (
+        f"name: W\nentityTypeId: {entity_type['id']}\nsteps:\n"
+        "- id: mark\n  type: transform\n  config:\n    set:\n      since: 2026-03-29\n"
+    )
+    assert client.post(url, data=text, headers=yaml_headers).json == {"valid": True}
+    imported = client.post(
+        f"{WORKFLOWS}/import",
+        data=(
+            "apiVersion: conveyor/v1\nkind: Workflow\nname: Dated\nentityType:\n  name: Product\n"
+            f"  schema: {json.dumps(PRODUCT_SCHEMA)}\nsteps:\n- id: mark\n  type: transform\n"
+            "  config: {set: {since: 2026-03-29T10:00:00Z}}\n"
+        ),
+        headers={**keys.header("editor"), "Content-Type": "application/x-yaml"},
+    )
+    assert imported.status_code == 201, imported.json
+    assert imported.json["steps"][0]["config"] == {"set": {"since": "2026-03-29T10:00:00Z"}}
+    for text in ("name: .nan\n", "name: !!binary aGVsbG8=\n", "name: !!set {a, b}\n"):
+        assert_error(client.post(url, data=text, headers=yaml_headers), 400)
+    assert_error(client.post(url, data="\n", headers=yaml_headers), 400)
+    assert_error(client.post(url, headers=keys.header("viewer")), 400)
+
+
+def test_concurrent_saves_make_consecutive_versions_each_with_its_revision(app, client, keys):
+    _, workflow = _setup(client, keys)
+    url = f"{WORKFLOWS}/{workflow['id']}"
+    codes: list[int] = []
+
+    def save(worker: int) -> None:
+        own = app.test_client()
+        for i in range(5):
+            response = own.patch(
+                url, json={"name": f"w{worker}-{i}"}, headers=keys.header("editor")
+            )
+            codes.append(response.status_code)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert codes == [200] * 20
+    final = client.get(url, headers=keys.header()).json
+    assert final["version"] == 21
+    versions = [r["version"] for r in _revisions(client, keys, workflow["id"], "?limit=100").json]
+    assert versions == list(range(21, 0, -1))
+    latest = client.get(f"{url}/revisions/21", headers=keys.header()).json
+    assert latest["name"] == final["name"]
