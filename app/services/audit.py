@@ -54,9 +54,9 @@ if TYPE_CHECKING:
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Writes to these tables are bookkeeping, not what the client asked for.
-BOOKKEEPING_TABLES = frozenset({"idempotency_records", "job_logs", "trigger_events", "api_keys"})
-# POSTs that only read (validate a document without saving it).
-READ_ONLY_SEGMENTS = frozenset({"validate"})
+BOOKKEEPING_TABLES = frozenset({"idempotency_records", "job_logs", "trigger_events"})
+# POSTs that store nothing: validate a document, generate an unsaved workflow draft.
+READ_ONLY_SEGMENTS = frozenset({"validate", "generate"})
 
 
 @dataclass(frozen=True)
