@@ -26,7 +26,12 @@ from app.schemas.workflows import (
 )
 from app.services.entities import check_json_schema, get_entity_type
 from app.services.revisions import Actor
-from app.services.workflows import check_steps, check_workflow, create_workflow
+from app.services.workflows import (
+    check_credential_names,
+    check_steps,
+    check_workflow,
+    create_workflow,
+)
 
 
 def is_document(body: Any) -> bool:
@@ -137,7 +142,13 @@ def validation_errors(*, session: Session, workspace_id: str, body: Any) -> dict
             entity_type = _matching_entity_type(session=session, workspace_id=workspace_id, ref=ref)
             if entity_type is None:
                 _check_new_type_schema(ref["schema_"])
-            check_steps(document["steps"])
+            steps = check_steps(document["steps"])
+            check_credential_names(
+                session=session,
+                workspace_id=workspace_id,
+                steps=steps,
+                settings=document["settings"],
+            )
         else:
             data = WorkflowSchema().load(body)
             check_workflow(session=session, workspace_id=workspace_id, data=data)

@@ -738,3 +738,45 @@ def test_concurrent_saves_make_consecutive_versions_each_with_its_revision(app, 
     assert versions == list(range(21, 0, -1))
     latest = client.get(f"{url}/revisions/21", headers=keys.header()).json
     assert latest["name"] == final["name"]
+
+
+AI_STEP = {
+    "id": "write",
+    "type": "ai_generate",
+    "config": {
+        "prompt": "Describe {{ entity.data.title }}",
+        "outputField": "description",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "credential": "openai-main",
+    },
+}
+
+
+def test_export_names_credentials_and_import_checks_them_in_the_target_workspace(client, keys):
+    secret = "sk-live-abcdefghijklmnop"
+    created = client.post(
+        "/api/v1/credentials",
+        json={"name": "openai-main", "type": "openai", "data": {"apiKey": secret}},
+        headers=keys.header("editor"),
+    )
+    assert created.status_code == 201, created.json
+    entity_type = make_entity_type(client, keys)
+    workflow = make_workflow(client, keys, entity_type["id"], [AI_STEP])
+    for media in ("application/json", "application/yaml"):
+        text = _export(client, keys, workflow["id"], accept=media).get_data(as_text=True)
+        assert secret not in text and created.json["id"] not in text
+        assert "openai-main" in text
+
+    text = _export(client, keys, workflow["id"]).get_data(as_text=True)
+    theirs = auth(keys.other_admin)
+    check = client.post(
+        f"{WORKFLOWS}/validate", data=text, headers={**theirs, "Content-Type": "application/json"}
+    )
+    path = "steps[0].config.credential"
+    assert check.json["valid"] is False and list(check.json["errors"]) == [path]
+    refused = _import(client, keys, text, "application/json", headers=theirs)
+    assert list(assert_error(refused, 422)["errors"]) == [path]
+    # All or nothing: the entity type the import would have created is not left behind.
+    assert client.get("/api/v1/entity-types", headers=theirs).json == []
+    assert client.get(WORKFLOWS, headers=theirs).json == []
