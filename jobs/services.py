@@ -143,6 +143,7 @@ class StepServices:
             headers=headers,
             timeout=float(target.get("timeout_seconds") or 10.0),
             remaining=_remaining(ctx),
+            pin_origin=bool(target.get("credential")),
         )
         return {"statusCode": response.status_code}
 
@@ -217,6 +218,7 @@ class StepServices:
             secret=secret,
             headers=headers,
             remaining=remaining,
+            pin_origin=bool(config.get("credential")),
         )
 
     def _typed(self, name: str | None, type_: str) -> ResolvedCredential:

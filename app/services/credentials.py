@@ -281,6 +281,7 @@ def _exercise(
         secret=data.get("secret"),
         headers=data.get("headers"),
         timeout=TEST_TIMEOUT_SECONDS,
+        pin_origin=True,
     )
     if not 200 <= response.status_code < 300:
         raise StepError(f"the receiver answered {response.status_code}: {response.snippet(200)}")

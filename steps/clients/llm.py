@@ -137,6 +137,7 @@ def _call(
             headers=headers,
             timeout=timeout,
             max_bytes=MAX_REPLY_BYTES,
+            pin_origin=True,  # the key never follows a redirect to another host
         )
     except (OutboundUnreachable, OutboundTimeout) as exc:
         raise ProviderUnavailable(f"{provider}: {exc.message}") from exc

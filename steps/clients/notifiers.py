@@ -46,6 +46,7 @@ def send_webhook(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
     remaining: Callable[[], float] = lambda: float("inf"),
+    pin_origin: bool = False,
 ) -> int:
     """POST a (signed) notification event once; the status code it was accepted with.
 
@@ -60,5 +61,6 @@ def send_webhook(
         headers=headers,
         timeout=timeout,
         remaining=remaining,
+        pin_origin=pin_origin,
     )
     return response.status_code

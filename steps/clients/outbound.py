@@ -194,6 +194,20 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
 
+PINNED_ORIGIN = "conveyor.pinned_origin"  # a request extension; httpx copies it to redirects
+
+
+def _stay_on_pinned_origin(request: httpx.Request) -> None:
+    """A request hook (it sees every redirect too): a request that carries a credential may
+    not be redirected to another origin, where its headers would follow it."""
+    pinned = request.extensions.get(PINNED_ORIGIN)
+    if pinned and not same_origin(str(request.url), pinned):
+        raise OutboundRefused(
+            f"refusing to follow a redirect from {origin(pinned)} to {origin(str(request.url))}: "
+            "a request carrying a credential stays on the credential's origin"
+        )
+
+
 _clients: dict[tuple[tuple[str, ...], bool], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
@@ -210,6 +224,7 @@ def client_for(policy: OutboundPolicy, *, verify: bool = True) -> httpx.Client:
                 follow_redirects=True,
                 max_redirects=MAX_REDIRECTS,
                 headers={"User-Agent": USER_AGENT},
+                event_hooks={"request": [_stay_on_pinned_origin]},
             )
             _clients[key] = client
         return client
@@ -278,9 +293,15 @@ def request(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     max_bytes: int = MAX_RESPONSE_BYTES,
     verify: bool = True,
+    pin_origin: bool = False,
 ) -> OutboundResponse:
     """Make one HTTP request under ``policy``, reading at most ``max_bytes`` of the body and
-    giving up after ``timeout`` seconds in all (connect, send, wait and read)."""
+    giving up after ``timeout`` seconds in all (connect, send, wait and read).
+
+    ``pin_origin``: the request carries a credential, so redirects are followed only within
+    the origin of ``url`` (httpx drops ``Authorization`` on a cross-origin redirect, but not
+    ``x-api-key`` or a webhook credential's own headers).
+    """
     deadline = time.monotonic() + timeout
     where = origin(url)
     client = client_for(policy, verify=verify)
@@ -292,6 +313,7 @@ def request(
             content=content,
             headers=dict(headers or {}),
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
+            extensions={PINNED_ORIGIN: url} if pin_origin else None,
         ) as response:
             body = bytearray()
             for chunk in response.iter_bytes():

@@ -62,9 +62,11 @@ def post_event(
     secret: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
+    pin_origin: bool = False,
 ) -> OutboundResponse:
     """POST ``payload`` once, signed when there is a ``secret``; ``message_id`` is also sent as
-    ``Idempotency-Key`` for receivers that know that header instead."""
+    ``Idempotency-Key`` for receivers that know that header instead. ``pin_origin``: it
+    carries a credential's headers, so it is not redirected to another origin."""
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     sent = {k: v for k, v in (headers or {}).items() if k.lower() not in RESERVED_HEADERS}
     sent.update({"Content-Type": "application/json", "Idempotency-Key": message_id})
@@ -72,7 +74,9 @@ def post_event(
         sent.update(signature_headers(secret, message_id=message_id, body=body))
     else:
         sent["webhook-id"] = message_id
-    return request(policy, "POST", url, content=body, headers=sent, timeout=timeout)
+    return request(
+        policy, "POST", url, content=body, headers=sent, timeout=timeout, pin_origin=pin_origin
+    )
 
 
 def deliver(
@@ -85,6 +89,7 @@ def deliver(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
     remaining: Callable[[], float] = lambda: float("inf"),
+    pin_origin: bool = False,
 ) -> OutboundResponse:
     """Deliver once: the response to a 2xx; ``TransientError`` (with the receiver's
     ``Retry-After``) on 408/429/5xx and transport failures; ``StepError`` on another 4xx.
@@ -102,6 +107,7 @@ def deliver(
         secret=secret,
         headers=headers,
         timeout=min(timeout, max(1.0, remaining())),
+        pin_origin=pin_origin,
     )
     status = response.status_code
     if 200 <= status < 300:

@@ -12,7 +12,7 @@ import pytest
 from jobs import metrics
 from steps import ai_generate
 from steps.errors import StepError, TransientError
-from tests.peers import AnthropicPeer, OpenAIPeer
+from tests.peers import AnthropicPeer, OpenAIPeer, WebhookReceiver
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
 from tests.steps.walking import walk_step
 
@@ -390,3 +390,22 @@ def test_a_credential_without_a_base_url_goes_only_to_the_vendor(
             make_ctx(services=services),
         )
     assert openai_peer.requests == []
+
+
+def test_a_key_does_not_follow_a_redirect_to_another_host(
+    services, openai_peer, session, settings, workspace
+):
+    with WebhookReceiver() as redirector:
+        redirector.redirect_to = openai_peer.base_url + "/chat/completions"
+        add_credential(
+            session,
+            settings,
+            workspace,
+            "moved",
+            "anthropic",
+            {"apiKey": "sk-ant-moved-key"},
+            {"baseUrl": redirector.url},
+        )
+        with pytest.raises(StepError, match="refusing to follow a redirect"):
+            run({**CLAUDE, "credential": "moved", "prompt": "x"}, make_ctx(services=services))
+    assert len(redirector.requests) == 1 and openai_peer.requests == []

@@ -202,3 +202,20 @@ def test_credential_headers_without_a_url_go_nowhere(services, session, settings
             make_ctx(services=services),
         )
     assert elsewhere.requests == []
+
+
+def test_a_credentials_headers_do_not_follow_a_redirect(services, session, settings, workspace):
+    secret = new_webhook_secret()
+    with WebhookReceiver(secret) as own, WebhookReceiver() as elsewhere:
+        add_credential(
+            session,
+            settings,
+            workspace,
+            "pinned",
+            "webhook",
+            {"secret": secret, "url": own.url, "headers": {"X-Token": "tok-pinned-2"}},
+        )
+        own.redirect_to = elsewhere.url + "/caught"
+        with pytest.raises(OutboundRefused, match="refusing to follow a redirect"):
+            run({"target": {"url": own.url, "credential": "pinned"}}, make_ctx(services=services))
+    assert elsewhere.requests == []

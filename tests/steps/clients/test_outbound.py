@@ -126,3 +126,16 @@ def test_the_pool_allows_hundreds_of_calls_in_flight():
 
     transport = GuardedTransport(OutboundPolicy())
     assert transport._pool._max_connections == 512
+
+
+def test_a_request_carrying_a_credential_is_not_redirected_to_another_origin(peer):
+    policy = OutboundPolicy(("127.0.0.1", "localhost"))
+    with Peer() as other:
+        away = f"{peer.url}/to?u={other.url}/"
+        with pytest.raises(OutboundRefused, match="refusing to follow a redirect"):
+            request(policy, "GET", away, headers={"x-api-key": "k-1"}, timeout=2, pin_origin=True)
+        assert other.requests == []
+        # Without a credential, and within the origin, redirects are followed as before.
+        assert request(policy, "GET", away, timeout=2).text == "hello"
+    within = f"{peer.url}/to?u={peer.url}/"
+    assert request(policy, "GET", within, timeout=2, pin_origin=True).text == "hello"
