@@ -599,3 +599,116 @@ class TcpProxy:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class ToolCallStreamPeer:
+    """An OpenAI-format chat-completions server that answers with streamed tool calls.
+
+    ``calls`` is the script: ``[(function name, arguments), ...]``. Each call goes out as
+    server-sent events in ``pieces`` argument fragments (the first with the call's index,
+    id and name, as OpenAI streams them), then ``finish_reason: tool_calls`` and
+    ``[DONE]``. With ``hold_after=N`` the peer stops after N chunks until ``release`` is
+    set, and records in ``released_early`` whether someone released it before it
+    finished (so a test can see a line leave before generation ends).
+    """
+
+    def __init__(
+        self,
+        calls: list[tuple[str, Any]],
+        *,
+        api_key: str = "test-key",
+        pieces: int = 3,
+        hold_after: int | None = None,
+        hold_timeout: float = 30.0,
+    ) -> None:
+        peer = self
+        self.calls = calls
+        self.api_key = api_key
+        self.pieces = pieces
+        self.hold_after = hold_after
+        self.hold_timeout = hold_timeout
+        self.release = threading.Event()
+        self.released_early: bool | None = None
+        self.requests: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                peer.requests.append(
+                    {"path": self.path, "headers": dict(self.headers.items()), "body": body}
+                )
+                if self.headers.get("Authorization") != f"Bearer {peer.api_key}":
+                    payload = json.dumps({"error": {"message": "Incorrect API key provided."}})
+                    self.send_response(401)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload.encode())
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for number, chunk in enumerate(peer.chunks(body.get("model", "gpt-test"))):
+                    if peer.hold_after is not None and number == peer.hold_after:
+                        peer.released_early = peer.release.wait(peer.hold_timeout)
+                    self._send(f"data: {json.dumps(chunk)}\n\n")
+                self._send("data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            def _send(self, text: str) -> None:
+                data = text.encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def chunks(self, model: str) -> list[dict[str, Any]]:
+        """The stream's ``chat.completion.chunk`` objects, in order."""
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": "chatcmpl-stream",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        out = [chunk({"role": "assistant", "content": None})] if self.hold_after is None else []
+        for index, (name, arguments) in enumerate(self.calls):
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            size = max(1, -(-len(text) // self.pieces))
+            fragments = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+            for number, fragment in enumerate(fragments):
+                call: dict[str, Any] = {"index": index, "function": {"arguments": fragment}}
+                if number == 0:
+                    call.update({"id": f"call_{index}", "type": "function"})
+                    call["function"]["name"] = name
+                out.append(chunk({"tool_calls": [call]}))
+        out.append(chunk({}, "tool_calls"))
+        return out
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> ToolCallStreamPeer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

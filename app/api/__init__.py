@@ -32,6 +32,7 @@ BLUEPRINT_MODULES = (
     "kv",
     "audit",
     "workflow_code",
+    "generation",
 )
 
 
