@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 REDACTED = "[REDACTED]"
+MAX_REMEMBERED_SECRETS = 10_000  # credential values a process keeps for scrubbing its logs
 _PATTERNS = [
     re.compile(r"cvk_[A-Za-z0-9_\-]{8,}"),  # Conveyor API keys
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/\-]+=*"),  # bearer tokens
@@ -21,7 +22,7 @@ _PATTERNS = [
 _SECRET_KEYS = re.compile(r"(?i)^(authorization|api[_-]?key|password|secret|token|x-api-key)$")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4 * MAX_REMEMBERED_SECRETS)
 def secret_forms(secret: str) -> tuple[str, ...]:
     """``secret`` as it may appear in text: as is, JSON-escaped (inside a string literal,
     ASCII-only or not) and URL-encoded (path-safe, fully, and as a form value); longest first."""
@@ -68,40 +69,51 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
 
 # Credential values decrypted in this process, so log records can be scrubbed of them even
 # when they were formatted by code that did not know they were secret.
-MAX_REMEMBERED_SECRETS = 10_000
 _remembered: dict[str, None] = {}
 _remembered_lock = threading.Lock()
 
 
+_sorted: tuple[str, ...] | None = ()  # remembered, longest first; None when it needs a rebuild
+
+
 def remember_secrets(values: Iterable[str]) -> None:
     """Add values to the process-wide set that ``RedactingFilter`` removes from logs."""
+    global _sorted
     with _remembered_lock:
         for value in values:
-            if value and len(value) >= 4:
+            if value and len(value) >= 4 and value not in _remembered:
                 _remembered[value] = None
+                _sorted = None
         while len(_remembered) > MAX_REMEMBERED_SECRETS:
             _remembered.pop(next(iter(_remembered)))
 
 
 def remembered_secrets() -> tuple[str, ...]:
     """The values ``remember_secrets`` was given (longest first, so overlaps redact whole)."""
+    global _sorted
     with _remembered_lock:
-        return tuple(sorted(_remembered, key=len, reverse=True))
+        if _sorted is None:  # sorted once per change, not once per log record
+            _sorted = tuple(sorted(_remembered, key=len, reverse=True))
+        return _sorted
 
 
 def _scrub(record: logging.LogRecord) -> None:
-    """Redact a record's message (and its traceback text) in place."""
+    """Redact a record's message (and its traceback text) in place; never raises."""
     try:
         message = record.getMessage()
     except Exception:  # a broken format string is the logger's problem, not ours
         return
-    secrets = remembered_secrets()
-    cleaned = redact_text(message, secrets)
-    if cleaned != message:
-        record.msg, record.args = cleaned, None
-    if record.exc_info and not record.exc_text:
-        # Formatters reuse exc_text when it is set: format it once, redacted.
-        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
+    try:
+        secrets = remembered_secrets()
+        cleaned = redact_text(message, secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: format it once, redacted.
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact_text(text, secrets)
+    except Exception:  # redaction must never cost the record itself
+        return
 
 
 class RedactingFilter(logging.Filter):
