@@ -9,6 +9,25 @@ from flask import Flask
 
 from app.config import Settings
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(default_level: str = "INFO") -> None:
+    """Log to stderr from ``default_level`` up (``CONVEYOR_LOG_LEVEL`` overrides it).
+
+    Every process entry point calls this first: the web app, ``conveyor worker``,
+    ``conveyor scheduler``, ``conveyor demo``. Safe to call more than once.
+    """
+    import os
+
+    level = (os.environ.get("CONVEYOR_LOG_LEVEL") or default_level).upper()
+    root = logging.getLogger()
+    if not root.handlers:  # a host that installed its own handlers (pytest) keeps them
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level)
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app; ``test_config`` may carry a ``CONVEYOR`` Settings object."""
@@ -30,7 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update({k: v for k, v in test_config.items() if k != "CONVEYOR"})
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     from app.redaction import install_log_redaction
 
     install_log_redaction()  # before anything can log a credential (e.g. httpx's request line)

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from app import migrate
 from app.config import Settings
 from app.db import get_engine
+from app.services import entities as entities_service
 from app.services.entities import create_entities, create_entity_type
 from app.services.runs import start_run
 from app.services.workflows import create_workflow
@@ -96,8 +97,12 @@ def run_demo(count: int) -> None:
         }
         session.add(entity_type)
         session.flush()
-        rows = create_entities(session=session, workspace_id=workspace.id, items=items)
-        session.commit()
+        rows: list[dict[str, Any]] = []
+        # The bulk cap is the API's (10,000 a call): the demo creates any count in batches.
+        for start in range(0, count, entities_service.MAX_BULK):
+            batch = items[start : start + entities_service.MAX_BULK]
+            rows.extend(create_entities(session=session, workspace_id=workspace.id, items=batch))
+            session.commit()
         from app.schemas.workflows import SettingsSchema
 
         workflow = create_workflow(
