@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -278,10 +279,21 @@ def summary_line(run: Run) -> str:
     return ", ".join([*counts, format_duration(duration)])
 
 
-def send_run_summary(runtime: Runtime, run: Run, workflow_settings: dict[str, Any]) -> None:
+MAX_SUMMARY_BACKOFF_SECONDS = 30.0
+
+
+def send_run_summary(
+    runtime: Runtime,
+    run: Run,
+    workflow_settings: dict[str, Any],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Send ``settings.notify_on_finish``'s one summary of a finished run, with a link to it.
 
-    Raises (with credential values redacted) when it could not be sent; the engine logs that.
+    Like a step, it is sent once per attempt of the workflow's ``settings.retry`` (retryable
+    failures only, each wait at most 30 s). Raises (with credential values redacted) when it
+    could not be sent; the engine logs that.
     """
     config = dict(workflow_settings.get("notify_on_finish") or {})
     if not config.get("channel"):
@@ -307,16 +319,25 @@ def send_run_summary(runtime: Runtime, run: Run, workflow_settings: dict[str, An
             "cancelled": run.cancelled,
         }
     }
-    try:
-        services.send(
-            config,
-            message=message,
-            subject=subject,
-            message_id=f"{run.id}:summary",
-            context=context,
-        )
-    except StepError as exc:
-        raise RuntimeError(redact_text(exc.message, services.secrets())) from None
+    retry = workflow_settings.get("retry") or {}
+    attempts = max(1, int(retry.get("max_attempts", 1)))
+    backoff = float(retry.get("backoff_seconds", 1.0))
+    for attempt in range(1, attempts + 1):
+        try:
+            services.send(
+                config,
+                message=message,
+                subject=subject,
+                message_id=f"{run.id}:summary",
+                context=context,
+            )
+            break
+        except StepError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise RuntimeError(redact_text(exc.message, services.secrets())) from None
+            hint = exc.retry_after if isinstance(exc, TransientError) else None
+            delay = max(backoff * 2 ** (attempt - 1), hint or 0.0)
+            sleep(min(delay, MAX_SUMMARY_BACKOFF_SECONDS))
     with runtime.session() as session:
         session.add(
             JobLog(
