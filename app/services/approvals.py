@@ -231,6 +231,9 @@ def _move_items(
             )
             outcome.resumed[run.id] += 1
         else:
+            # TODO(engine): a rejected item that holds a checkpoint ``state`` ends failed here
+            # without its finished steps' changes; if keepPartialChanges should apply to it,
+            # route it through a lane like ``stop`` (pending, with a "fail" marker) instead.
             reason = f"rejected at review gate '{approval.step_id}'"
             if decision == EXPIRED:
                 reason = f"no decision at review gate '{approval.step_id}' before its timeout"
@@ -482,12 +485,26 @@ def expire_approvals(session: Session, *, queue: Any, now_ms: int, limit: int = 
 
 
 def close_for_cancel(session: Session, *, run_id: str, now: int) -> int:
-    """Cancel's part (the caller holds the run's lock and commits): the run's pending
-    approvals expire and its waiting items end ``cancelled``; returns how many items."""
+    """Cancel's part (the caller holds the run's lock and commits); returns items cancelled.
+
+    The run's pending approvals expire. Its waiting items end ``cancelled`` like items that
+    never started, except those holding a checkpoint (changes of the steps before the
+    gate): like any resumed item of a cancelled run, they go back to ``pending`` for a lane
+    to cancel, which keeps their finished steps' changes as the workflow says.
+    """
     session.execute(
         update(Approval)
         .where(col(Approval.run_id) == run_id, col(Approval.status) == PENDING)
         .values(status=EXPIRED, decided_at=now, comment="run cancelled before a decision")
+    )
+    session.execute(
+        update(RunItem)
+        .where(
+            col(RunItem.run_id) == run_id,
+            col(RunItem.status) == AWAITING,
+            col(RunItem.state).is_not(None),
+        )
+        .values(status="pending", claim_token=None, lease_expires_at=None)
     )
     result = session.execute(
         update(RunItem)

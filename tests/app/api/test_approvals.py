@@ -496,6 +496,23 @@ def test_cancel_ends_waiting_entities_cancelled(client, keys, session, queue):
     assert_error(late, 409)
 
 
+def test_cancel_hands_waiting_items_with_a_checkpoint_to_a_lane(client, keys, session, queue):
+    s = setup_gate(client, keys, session, count=2)
+    session.execute(
+        update(RunItem)
+        .where(col(RunItem.run_id) == s["run_id"], col(RunItem.seq) == 1)
+        .values(state={"data": {"title": "Item 1", "description": "Nice."}})
+    )
+    session.commit()
+    url = f"{WORKFLOWS}/{s['workflow']['id']}/runs/{s['run_id']}"
+    assert client.post(f"{url}/cancel", headers=keys.header("executor")).status_code == 200
+    items = item_rows(session, s["run_id"])
+    # The one with changes before the gate goes to a lane, which cancels it keeping them.
+    assert (items[0].status, items[1].status) == ("cancelled", "pending")
+    run = run_view(client, keys, s["workflow"]["id"], s["run_id"])
+    assert run["status"] == "running" and run["progress"]["cancelled"] == 1
+
+
 def test_timeouts_apply_on_timeout(client, keys, session, queue):
     approve = setup_gate(client, keys, session, count=2, timeoutHours=1, onTimeout="approve")
     reject = setup_gate(client, keys, session, count=2, timeoutHours=2)
@@ -556,3 +573,39 @@ def test_approval_step_type(client, keys):
         headers=keys.header("editor"),
     )
     assert "steps[0].config.onReject" in assert_error(bad, 422)["errors"]
+
+
+def test_approved_entities_continue_on_the_engine(app, client, keys, session):
+    """With the real embedded queue: approved entities are published; the rejected fails."""
+    from app.models import Workflow
+    from app.services.runs import start_run
+    from tests.jobs.test_run_engine import wait_for_run
+
+    entity_type = make_entity_type(client, keys)
+    entities = make_entities(client, keys, entity_type["id"], 3)
+    workflow = make_workflow(client, keys, entity_type["id"], gate_steps())
+    run = start_run(
+        session=session,
+        queue=RecordingQueue(),  # dispatch is ours: park() plays the engine up to the gate
+        workflow=session.get(Workflow, workflow["id"]),
+        entity_ids=[e["id"] for e in entities],
+    )
+    park(session, run.id)
+    listed = approvals(client, keys, runId=run.id)
+    decide = f"{APPROVALS}/decide"
+    ids = [a["id"] for a in listed]
+    client.post(decide, json={"ids": ids[:2], "decision": "approve"}, headers=keys.header())
+    client.post(f"{APPROVALS}/{ids[2]}/reject", json={}, headers=keys.header())
+    final = wait_for_run(client, keys, workflow["id"], run.id)
+    assert final["progress"] == {
+        "total": 3,
+        "completed": 2,
+        "failed": 1,
+        "cancelled": 0,
+        "pending": 0,
+        "awaitingApproval": 0,
+    }
+    published = {a["entityId"] for a in listed[:2]}
+    for entity in entities:
+        stored = client.get(f"/api/v1/entities/{entity['id']}", headers=keys.header()).json
+        assert (stored["status"] == "published") == (entity["id"] in published)
