@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from app.cli_remote import register as register_remote_commands
+from app.cli_remote import remote_options
 from app.config import Settings
 
 
@@ -55,13 +57,13 @@ def workspaces_create(name: str) -> None:
     """Create workspace NAME and print its first admin key (shown once)."""
     from sqlmodel import Session
 
-    from app import migrate
+    from app.cli_remote import require_migrated
     from app.db import get_engine
     from app.services.workspaces import create_workspace
 
     settings = Settings.from_env()
-    if settings.database_url.startswith("sqlite"):
-        migrate.upgrade(settings.database_url)
+    # Refuse, rather than create, a database that `conveyor serve` would not be using.
+    require_migrated(settings.database_url)
     with Session(get_engine(settings.database_url), expire_on_commit=False) as session:
         workspace, key_row, key = create_workspace(session=session, name=name)
     click.echo(f"workspace {workspace.id} ({name})", err=True)
@@ -246,15 +248,33 @@ def runs() -> None:
 @runs.command("watch")
 @click.argument("run_id")
 @click.option("--interval", default=0.5, show_default=True)
-def runs_watch(run_id: str, interval: float) -> None:
-    """Show a live progress bar (counts, rate, ETA) for RUN_ID until it finishes."""
+@click.option("--workflow", "workflow_id", default=None, help="(server) the run's workflow id.")
+@remote_options
+def runs_watch(
+    run_id: str, interval: float, workflow_id: str | None, url: str | None, api_key: str | None
+) -> None:
+    """Show a live progress bar (counts, rate, ETA) for RUN_ID until it finishes.
+
+    Through a server when CONVEYOR_URL and CONVEYOR_API_KEY (or --url/--api-key) are set,
+    else from the local database.
+    """
+    from app.cli_remote import remote_client, require_migrated, watch_remote
     from app.db import get_engine
     from jobs.watch import watch_run
 
+    client = remote_client(url, api_key)
+    if client is not None:
+        with client:
+            watch_remote(client, run_id, workflow_id)
+        return
     settings = Settings.from_env()
+    require_migrated(settings.database_url)
     run = watch_run(get_engine(settings.database_url), run_id, interval=interval)
     if run is None:
         raise click.ClickException(f"no run {run_id}")
+
+
+register_remote_commands(main)  # runs start, workflows export|import|validate (over HTTP)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from app import create_app
+from app import create_app, migrate
 from app.cli import main
 from app.config import Settings
 from app.db import dispose_engines, get_engine
@@ -22,7 +22,13 @@ def _env(database_file):
     return {"DATABASE_URL": f"sqlite:///{database_file}", "REDIS_URL": ""}
 
 
+def _migrated(database_file):
+    """``workspaces create`` refuses a database that is not migrated: migrate it first."""
+    migrate.upgrade(f"sqlite:///{database_file}")
+
+
 def test_workspaces_create_prints_a_key_that_authenticates(database_file):
+    _migrated(database_file)
     result = CliRunner().invoke(main, ["workspaces", "create", "Acme"], env=_env(database_file))
     assert result.exit_code == 0, result.output
     key = result.stdout.strip()
@@ -43,6 +49,7 @@ def test_workspaces_create_prints_a_key_that_authenticates(database_file):
 
 
 def test_each_workspace_gets_its_own_key(database_file):
+    _migrated(database_file)
     runner = CliRunner()
     first = runner.invoke(main, ["workspaces", "create", "One"], env=_env(database_file))
     second = runner.invoke(main, ["workspaces", "create", "Two"], env=_env(database_file))
@@ -71,6 +78,7 @@ def test_db_upgrade_creates_the_schema(database_file):
 def test_the_embedded_default_keeps_its_database_in_conveyor_home(tmp_path):
     env = {"DATABASE_URL": None, "REDIS_URL": None, "CONVEYOR_HOME": str(tmp_path)}
     try:
+        assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
         result = CliRunner().invoke(main, ["workspaces", "create", "Home"], env=env)
     finally:
         dispose_engines()
