@@ -277,8 +277,12 @@ class Lane:
         cp, info = self.checkpointer, self.info
         assert cp is not None and info is not None
         timeout = float(info.settings.get("entity_timeout_seconds") or 0) or None
-        deadline = time.monotonic() + timeout if timeout else None  # its own clock
+        started = time.monotonic()  # its own clock, from when this worker starts it
         progress = item.progress
+
+        def should_stop() -> bool:
+            return cp.cancel_requested or item.lost
+
         try:
             while not progress.done and progress.next_step < len(info.steps):
                 if item.lost:
@@ -295,7 +299,16 @@ class Lane:
                         return
                     progress.status, progress.error = "cancelled", "run cancelled"
                     break
-                run_step(progress, info, services=self.services, deadline=deadline)
+                deadline = None
+                if timeout:  # turns waited for (rate limits) do not count
+                    deadline = started + timeout + progress.paused
+                run_step(
+                    progress,
+                    info,
+                    services=self.services,
+                    deadline=deadline,
+                    should_stop=should_stop,
+                )
                 if kind is not SideEffect.NONE and not progress.done:
                     cp.save(item)  # a finished side effect is on record within a second
             if not progress.done:

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import marshmallow as ma
 
+from steps.errors import Interrupted
+
 
 class Action(StrEnum):
     """What the pipeline does after a step."""
@@ -95,6 +97,8 @@ class StepContext:
     services: Any = None
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
+    paused: float = 0.0  # seconds spent in wait_turn
+    should_stop: Callable[[], bool] = lambda: False  # the engine: cancelled or lost
 
     @property
     def idempotency_key(self) -> str:
@@ -109,6 +113,20 @@ class StepContext:
             "run": self.run,
             "input": self.input,
         }
+
+    def wait_turn(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait ``seconds`` for a shared resource (a rate-limit slot): waiting behind other
+        entities does not count against this entity's timeout, so its deadline moves too."""
+        waited, slice_ = 0.0, 0.25  # in slices, so a cancel is seen within a quarter second
+        while waited < seconds:
+            if self.should_stop():
+                raise Interrupted("run cancelled while waiting for its turn")
+            step = min(slice_, seconds - waited)
+            sleep(step)
+            waited += step
+        self.paused += seconds
+        if self.deadline is not None:
+            self.deadline += seconds
 
     def remaining_seconds(self) -> float | None:
         """Seconds left before the entity's deadline, if it has one."""

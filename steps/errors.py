@@ -29,8 +29,9 @@ class TransientError(StepError):
         self.retry_after = retry_after
 
 
-class EntityTimeout(StepError):
-    """The entity ran past ``settings.entityTimeoutSeconds``."""
+class Interrupted(StepError):
+    """The run was cancelled (or the entity handed to another worker) while the step waited
+    for its turn: nothing was sent, and the entity stops here."""
 
 
 class UnknownStepType(KeyError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steps.base import Action, EntityState, SideEffect, StepContext, StepResult
-from steps.errors import StepError, TransientError
+from steps.errors import Interrupted, StepError, TransientError
 from steps.registry import get_step_type
 
 
@@ -32,6 +32,7 @@ class EntityProgress:
     error: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: {"inputTokens": 0, "outputTokens": 0})
+    paused: float = 0.0  # seconds spent waiting for a turn (rate limits): not on its clock
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -84,6 +85,7 @@ def run_step(
     timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Run the entity's next step, with retries; update ``progress``; return the step record.
 
@@ -126,11 +128,23 @@ def run_step(
                 services=services,
                 deadline=deadline,
                 clock=clock,
+                should_stop=should_stop,
             )
-            result = get_step_type(step["type"]).run(info.config(index), ctx)
+            try:
+                result = get_step_type(step["type"]).run(info.config(index), ctx)
+            finally:
+                progress.paused += ctx.paused
+                if deadline is not None:
+                    deadline += ctx.paused
             progress.entity = working
             error = None
             break
+        except Interrupted:
+            record["status"] = "cancelled"
+            progress.status, progress.error = "cancelled", "run cancelled"
+            record["durationMs"] = int((clock() - started) * 1000)
+            progress.records.append(record)
+            return record
         except RecursionError:
             error = "the entity's data is nested too deeply to process"
             break

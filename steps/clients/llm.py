@@ -521,19 +521,27 @@ class LLMGateway:
         )
         remaining = _remaining(ctx)
         if self.limiter is not None:
-            slot = self.limiter.reserve(
-                bucket,
-                limits,
-                tokens=estimate,
-                max_wait=max(0.0, min(MAX_RATE_LIMIT_WAIT_SECONDS, remaining - 1)),
-            )
+            # Waiting for a slot is waiting behind other entities: it does not count against
+            # this entity's timeout (ctx.wait_turn moves its deadline), and a cancel ends it.
+            # Slots are booked at most MAX_RATE_LIMIT_WAIT_SECONDS ahead; a longer queue is
+            # waited out in turns, so an abandoned booking wastes little of the budget.
+            while True:
+                slot = self.limiter.reserve(
+                    bucket, limits, tokens=estimate, max_wait=MAX_RATE_LIMIT_WAIT_SECONDS
+                )
+                if slot.granted or ctx is None:
+                    break
+                ctx.wait_turn(min(slot.wait, MAX_RATE_LIMIT_WAIT_SECONDS), self.sleep)
             if not slot.granted:
                 raise TransientError(
                     f"{provider.name}: workspace rate limit reached; next slot in {slot.wait:.1f}s",
                     retry_after=slot.wait,
                 )
             if slot.wait:
-                self.sleep(slot.wait)
+                if ctx is not None:
+                    ctx.wait_turn(slot.wait, self.sleep)
+                else:
+                    self.sleep(slot.wait)
             remaining = _remaining(ctx)
         timeout = min(route.timeout, max(1.0, remaining))
         try:

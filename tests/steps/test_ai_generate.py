@@ -189,7 +189,8 @@ def test_429_holds_the_bucket_and_the_steps_retry_waits_for_it(
     )
     assert progress.status == "completed" and progress.records[0]["attempts"] == 1
     assert peer.statuses == {429: 1, 200: 1}
-    assert len(sleeps) == 1 and 0 < sleeps[0] <= 2.0  # the shared hold, not a guess
+    # the shared hold, not a guess (waited in quarter-second turns, so a cancel is seen)
+    assert sleeps and 0 < sum(sleeps) <= 2.0
 
 
 @pytest.mark.parametrize("config", [OPENAI, CLAUDE])
