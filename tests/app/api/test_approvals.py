@@ -609,3 +609,16 @@ def test_approved_entities_continue_on_the_engine(app, client, keys, session):
     for entity in entities:
         stored = client.get(f"/api/v1/entities/{entity['id']}", headers=keys.header()).json
         assert (stored["status"] == "published") == (entity["id"] in published)
+
+
+def test_deleting_a_finished_run_removes_its_approvals(client, keys, session, queue):
+    s = setup_gate(client, keys, session, count=2)
+    client.post(
+        f"{APPROVALS}/decide",
+        json={"filter": {"runId": s["run_id"]}, "decision": "reject"},
+        headers=keys.header("executor"),
+    )
+    url = f"{WORKFLOWS}/{s['workflow']['id']}/runs/{s['run_id']}"
+    assert client.get(url, headers=keys.header()).json["status"] == "failed"
+    assert client.delete(url, headers=keys.header("editor")).status_code == 204
+    assert approvals(client, keys, runId=s["run_id"]) == []
