@@ -25,6 +25,7 @@ from conveyor_client import (
     ValidationError,
     parse_retry_after,
 )
+from flask.testing import FlaskClient
 
 from tests.conftest import PRODUCT_SCHEMA, Keys
 
@@ -356,3 +357,29 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_every_operation_has_its_client_method(client: FlaskClient) -> None:
+    """``<resource>_<method>`` operationIds are ``Conveyor(...).<resource>.<method>``."""
+    spec = client.get("/api/v1/openapi.json").json
+    conveyor = Conveyor("http://127.0.0.1:9", "cvk_unused")
+    resources = sorted(
+        (name for name in vars(conveyor) if not name.startswith("_") and name != "http"),
+        key=len,
+        reverse=True,
+    )
+    missing = []
+    for item in spec["paths"].values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            op_id = operation["operationId"]
+            resource = next((r for r in resources if op_id.startswith(f"{r}_")), None)
+            name = op_id[len(resource) + 1 :] if resource else ""
+            target = getattr(conveyor, resource, None) if resource else None
+            if target is None or not callable(
+                getattr(target, name, None) or getattr(target, f"{name}_", None)
+            ):
+                missing.append(op_id)
+    conveyor.close()
+    assert missing == []

@@ -36,11 +36,16 @@ from conveyor_client.progress import ProgressBar
 from conveyor_client.resources import (
     JSON,
     ApiKeys,
+    Approvals,
+    Audit,
     Credentials,
     Entities,
     EntityTypes,
     Jobs,
+    Kv,
     Me,
+    Operations,
+    Revisions,
     Runs,
     StepTypes,
     Triggers,
@@ -94,6 +99,11 @@ class Conveyor:
         self.webhooks = Webhooks(self.http)
         self.credentials = Credentials(self.http)
         self.step_types = StepTypes(self.http)
+        self.revisions = Revisions(self.http)
+        self.approvals = Approvals(self.http)
+        self.kv = Kv(self.http)
+        self.audit = Audit(self.http)
+        self.operations = Operations(self.http)
 
     def close(self) -> None:
         self.http.close()

@@ -297,6 +297,14 @@ class Runs(Resource):
         result.setdefault("workflowId", workflow_id)
         return result
 
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        """Remove a finished run with its items and logs (409 while it runs)."""
+        self._http.request("DELETE", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}")
+
+    def delete_many(self, workflow_id: str, *, before: int) -> JSON:
+        """Remove the finished runs started before ``before`` (epoch ms): ``{deleted}``."""
+        return self._obj("DELETE", f"/workflows/{_p(workflow_id)}/runs", params={"before": before})
+
     def find_workflow(self, run_id: str) -> str:
         """The id of the workflow a run belongs to (one request per workflow, at worst)."""
         for workflow in Workflows(self._http).list():
@@ -438,3 +446,116 @@ class StepTypes(Resource):
 
     def get(self, step_type: str) -> JSON:
         return self._obj("GET", f"/step-types/{_p(step_type)}")
+
+
+class Revisions(Resource):
+    """Every saved version of a workflow."""
+
+    def list(self, workflow_id: str) -> Iterator[JSON]:
+        return self._http.paginate(f"/workflows/{_p(workflow_id)}/revisions")
+
+    def get(self, workflow_id: str, version: int) -> JSON:
+        return self._obj("GET", f"/workflows/{_p(workflow_id)}/revisions/{int(version)}")
+
+    def diff(
+        self, workflow_id: str, version: int, *, against: int | None = None
+    ) -> builtins.list[JSON]:
+        """An RFC 6902 JSON Patch from ``against`` (default: the version before) to ``version``."""
+        return cast(
+            builtins.list[JSON],
+            self._http.json(
+                "GET",
+                f"/workflows/{_p(workflow_id)}/revisions/{int(version)}/diff",
+                params={"against": against},
+            ),
+        )
+
+    def restore(self, workflow_id: str, version: int) -> JSON:
+        """The workflow, at a new version equal in content to ``version``."""
+        return self._obj("POST", f"/workflows/{_p(workflow_id)}/revisions/{int(version)}/restore")
+
+
+class Approvals(Resource):
+    """Review gates: entities waiting at an ``approval`` step."""
+
+    def list(
+        self,
+        *,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+        step_id: str | None = None,
+        status: str | None = None,
+    ) -> Iterator[JSON]:
+        params = {"runId": run_id, "workflowId": workflow_id, "stepId": step_id, "status": status}
+        return self._http.paginate("/approvals", params)
+
+    def get(self, approval_id: str) -> JSON:
+        return self._obj("GET", f"/approvals/{_p(approval_id)}")
+
+    def approve(self, approval_id: str, *, comment: str | None = None) -> JSON:
+        return self._obj(
+            "POST", f"/approvals/{_p(approval_id)}/approve", json_body={"comment": comment}
+        )
+
+    def reject(self, approval_id: str, *, comment: str | None = None) -> JSON:
+        return self._obj(
+            "POST", f"/approvals/{_p(approval_id)}/reject", json_body={"comment": comment}
+        )
+
+    def decide(
+        self,
+        decision: str,
+        *,
+        ids: Iterable[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        comment: str | None = None,
+    ) -> JSON:
+        """Approve or reject many at once (``ids`` or ``filter: {runId, stepId}``)."""
+        body: JSON = {"decision": decision, "comment": comment}
+        if ids is not None:
+            body["ids"] = builtins.list(ids)
+        if filter is not None:
+            body["filter"] = dict(filter)
+        return self._obj("POST", "/approvals/decide", json_body=body)
+
+
+class Kv(Resource):
+    """Namespaced JSON values that last across runs."""
+
+    def list(self, namespace: str) -> Iterator[JSON]:
+        return self._http.paginate(f"/kv/{_p(namespace)}")
+
+    def get(self, namespace: str, key: str) -> JSON:
+        return self._obj("GET", f"/kv/{_p(namespace)}/{_p(key)}")
+
+    def update(self, namespace: str, key: str, value: Any, *, if_match: int | None = None) -> JSON:
+        """Set a value; ``if_match=version`` makes it a compare-and-set (412 when stale)."""
+        headers = {"If-Match": str(if_match)} if if_match is not None else None
+        return self._obj(
+            "PUT",
+            f"/kv/{_p(namespace)}/{_p(key)}",
+            content=json.dumps(value).encode(),
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+
+    def delete(self, namespace: str, key: str) -> None:
+        self._http.request("DELETE", f"/kv/{_p(namespace)}/{_p(key)}")
+
+
+class Audit(Resource):
+    def list(self, **filters: Any) -> Iterator[JSON]:
+        """Audit entries, newest first (``action``, ``resource_type``, ``since``, ...)."""
+        return self._http.paginate("/audit", {camelcase(k): v for k, v in filters.items()})
+
+
+class Operations(Resource):
+    """Health, readiness and metrics (no key needed)."""
+
+    def healthz(self) -> JSON:
+        return self._obj("GET", "/healthz")
+
+    def readyz(self) -> JSON:
+        return self._obj("GET", "/readyz")
+
+    def metrics(self) -> str:
+        return self._http.request("GET", "/metrics", headers={"Accept": "text/plain"}).text
