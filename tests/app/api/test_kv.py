@@ -149,7 +149,10 @@ def test_two_runs_incrementing_one_counter_end_at_exactly_2000(app, keys):
     assert errors == []
     with Session(engine) as s:
         assert read_kv(s, workspace_id=ws, namespace="stats", key="published") == 2000
-        assert kv.get_kv(session=s, workspace_id=ws, namespace="stats", key="published").version == 2000
+        assert (
+            kv.get_kv(session=s, workspace_id=ws, namespace="stats", key="published").version
+            == 2000
+        )
 
 
 @pytest.mark.skipif(not PG_URL, reason="concurrent compare-and-set needs PostgreSQL")
@@ -168,7 +171,12 @@ def test_compare_and_set_under_concurrency(app, keys):
         with Session(engine) as s:
             try:
                 kv.put_kv(
-                    session=s, workspace_id=ws, namespace="cas", key="k", value=n, expected_version=1
+                    session=s,
+                    workspace_id=ws,
+                    namespace="cas",
+                    key="k",
+                    value=n,
+                    expected_version=1,
                 )
                 s.commit()
                 outcomes.append("won")
