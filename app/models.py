@@ -329,7 +329,8 @@ class AuditEntry(SQLModel, table=True):
         Index("ix_audit_entries_ws_resource", "workspace_id", "resource_id", "id"),
     )
 
-    id: str = Field(primary_key=True, max_length=40)
+    # A serial, not a ULID: newest first must hold within one millisecond too.
+    id: int | None = Field(default=None, primary_key=True, sa_type=SerialPK)
     workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
     at: int = _ms(False, now_ms)
     actor_key_id: str | None = Field(default=None, max_length=40)

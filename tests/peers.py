@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
 import time
@@ -103,7 +104,15 @@ class HttpPeer:
     def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         lowered = {k.lower(): v for k, v in headers.items()}
         with self.lock:
-            self.requests.append({"method": method, "path": path, "headers": lowered, "body": body})
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "headers": lowered,
+                    "body": body,
+                    "at": time.monotonic(),
+                }
+            )
         reply = self.handle(method, path, lowered, body)
         with self.lock:
             self.statuses[reply[0]] += 1
@@ -712,3 +721,63 @@ class ToolCallStreamPeer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class RedisServer:
+    """A ``redis-server`` of a test's own on a free port: it can be killed and restarted
+    (empty, on the same port) without touching anyone else's Redis."""
+
+    def __init__(self, directory: Any) -> None:
+        self.directory = str(directory)
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import shutil
+
+        self.process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "/usr/bin/redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        from redis import Redis
+
+        client = Redis(host="127.0.0.1", port=self.port)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except Exception:  # noqa: S110 (not listening yet)
+                pass
+            time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: connections break at once, and everything it held is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()

@@ -31,7 +31,7 @@ blp.after_app_request(audit.record_unwritten_success)
 def entry_view(entry: AuditEntry) -> dict[str, Any]:
     """An audit entry as the API shows it."""
     return {
-        "id": entry.id,
+        "id": str(entry.id),
         "at": entry.at,
         "actor": {
             "key_id": entry.actor_key_id,
@@ -69,7 +69,7 @@ class Audit(MethodView):
         rows = [
             entry_view(e)
             for e in db_session().scalars(
-                keyset_page(query, col(AuditEntry.id), args, descending=True)
+                keyset_page(query, col(AuditEntry.id), args, descending=True, key_type=int)
             )
         ]
         return page_headers(rows, args, "id")

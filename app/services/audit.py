@@ -33,7 +33,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session, SQLModel
 
-from app.ids import new_id, now_ms
+from app.ids import now_ms
 from app.models import (
     ApiKey,
     Approval,
@@ -221,7 +221,6 @@ def record(
     if ws is None:
         raise ValueError("an audit entry needs a workspace")
     entry = AuditEntry(
-        id=new_id("aud"),
         workspace_id=ws,
         at=now_ms(),
         actor_key_id=actor.key_id if actor else None,

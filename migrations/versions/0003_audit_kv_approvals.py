@@ -30,7 +30,7 @@ def _str(length: int | None = None) -> sqlmodel.sql.sqltypes.AutoString:
 def upgrade() -> None:
     op.create_table(
         "audit_entries",
-        sa.Column("id", _str(40), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("workspace_id", _str(40), nullable=False),
         sa.Column("at", sa.BigInteger(), nullable=False),
         sa.Column("actor_key_id", _str(40), nullable=True),

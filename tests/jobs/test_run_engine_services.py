@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -22,8 +23,8 @@ from sqlmodel import Session
 from app.config import Settings
 from app.models import Entity, Run, RunItem
 from jobs.queue import RQQueue
-from tests.conftest import PG_URL, REDIS_URL, make_entities, make_entity_type, make_workflow
-from tests.peers import TcpProxy, WebhookReceiver
+from tests.conftest import PG_URL, make_entities, make_entity_type, make_workflow
+from tests.peers import OpenAIPeer, RedisServer, TcpProxy, WebhookReceiver
 
 pytestmark = [
     pytest.mark.services,
@@ -71,18 +72,22 @@ def app(settings: Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def redis() -> Iterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which it may flush, kill and restart."""
+    with RedisServer(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
-def services_settings(settings: Settings) -> Settings:
+def redis(redis_server: RedisServer) -> Redis:
+    return Redis.from_url(redis_server.url)
+
+
+@pytest.fixture
+def services_settings(settings: Settings, redis_server: RedisServer) -> Settings:
     return Settings(
         database_url=settings.database_url,
-        redis_url=REDIS_URL,
+        redis_url=redis_server.url,
         secret_keys=settings.secret_keys,
         chunk_size=50,
         lease_seconds=3,
@@ -97,19 +102,22 @@ def workers(services_settings: Settings) -> Iterator[list[subprocess.Popen[bytes
     env = {
         **os.environ,
         "DATABASE_URL": services_settings.database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": services_settings.redis_url or "",
+        "CONVEYOR_SECRET_KEY": ",".join(services_settings.secret_keys),
         "CONVEYOR_CHUNK_SIZE": "50",
         "CONVEYOR_LEASE_SECONDS": "3",
         "CONVEYOR_SWEEP_SECONDS": "1",
         "CONVEYOR_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",  # the tests' webhook receivers
     }
 
-    def start(count: int, database_url: str | None = None) -> list[subprocess.Popen[bytes]]:
+    def start(
+        count: int, database_url: str | None = None, **extra: str
+    ) -> list[subprocess.Popen[bytes]]:
         for _ in range(count):
             started.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "app.cli", "worker"],
-                    env={**env, "DATABASE_URL": database_url or env["DATABASE_URL"]},
+                    env={**env, "DATABASE_URL": database_url or env["DATABASE_URL"], **extra},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -310,3 +318,282 @@ def test_database_unavailable_for_a_minute_mid_run(
     # Delivered to the receiver for every completed entity; a delivery repeated after the
     # outage carries the same webhook-id, so the receiver counts it once.
     assert slow_receiver.unique_ids == run.completed
+
+
+# --- concurrent I/O (issue 9) --------------------------------------------------------------
+
+
+def _credential(client, keys, peer, name: str = "llm", **settings) -> None:
+    response = client.post(
+        "/api/v1/credentials",
+        json={
+            "name": name,
+            "type": "openai",
+            "data": {"apiKey": peer.api_key},
+            "settings": {"baseUrl": peer.base_url, **settings},
+        },
+        headers=keys.header("editor"),
+    )
+    assert response.status_code == 201, response.json
+
+
+def _ai_step(**config) -> dict:
+    return {
+        "id": "describe",
+        "type": "ai_generate",
+        "config": {
+            "provider": "openai",
+            "model": "gpt-test",
+            "credential": "llm",
+            "prompt": "Describe {{ entity.data.title }}",
+            "outputField": "description",
+            **config,
+        },
+    }
+
+
+class InFlight:
+    """A provider reply that takes ``seconds`` (``slow_seconds`` for titles in ``slow``)
+    and records how many calls were in flight at once."""
+
+    def __init__(self, seconds: float, slow: tuple[str, ...] = (), slow_seconds: float = 0):
+        self.seconds, self.slow, self.slow_seconds = seconds, slow, slow_seconds
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, body: dict) -> str:
+        text = str(body["messages"][-1]["content"])
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            slow = any(text.endswith(title) for title in self.slow)
+            time.sleep(self.slow_seconds if slow else self.seconds)
+        finally:
+            with self.lock:
+                self.now -= 1
+        return f"about {text}"
+
+
+def _items(session: Session, run_id: str) -> list[RunItem]:
+    session.expire_all()
+    items = list(session.scalars(select(RunItem).where(RunItem.run_id == run_id)))
+    session.rollback()
+    return items
+
+
+def test_no_entity_times_out_waiting_behind_others_and_concurrency_holds(
+    app_on_services, keys, session, workers
+):
+    """80 entities at 5 calls/s take 16 s; each entity's own work takes 0.3 s of a 3 s
+    timeout. None may time out for the time it waited behind the others (in its claim,
+    or for a rate-limit slot), and no more than ``concurrency`` calls are in flight."""
+    client = app_on_services.test_client()
+    reply = InFlight(0.3)
+    with OpenAIPeer(api_key="sk-test-0123456789", reply=reply) as peer:
+        _credential(client, keys, peer, requestsPerMinute=300)
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 80)]
+        workflow = make_workflow(
+            client,
+            keys,
+            entity_type["id"],
+            [_ai_step()],
+            settings={"entityTimeoutSeconds": 3, "concurrency": 30},
+        )
+        run_id = _run_over(client, keys, workflow, ids)
+        workers(2)
+        run = _wait(session, run_id, timeout=180)
+    _assert_exact(session, run, 80)
+    assert run.failed == 0 and run.completed == 80
+    assert 1 < reply.peak <= 30  # concurrent, and never past the run's concurrency
+
+
+def test_a_slow_entity_does_not_hold_up_the_rest_of_its_chunk(
+    app_on_services, keys, session, workers
+):
+    client = app_on_services.test_client()
+    reply = InFlight(0.05, slow=("Item 0",), slow_seconds=20)
+    with OpenAIPeer(api_key="sk-test-0123456789", reply=reply) as peer:
+        _credential(client, keys, peer)
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 40)]
+        validate = {"id": "check", "type": "validate", "config": {"rules": [{"field": "title"}]}}
+        workflow = make_workflow(client, keys, entity_type["id"], [_ai_step(), validate])
+        run_id = _run_over(client, keys, workflow, ids)
+        workers(1)
+        _wait_for_progress(session, run_id, 39)
+        # The other 39 went through both steps while the first entity's call still runs.
+        slow = [i for i in _items(session, run_id) if i.entity_id == ids[0]][0]
+        assert slow.status == "running"
+        run = _wait(session, run_id, timeout=60)
+    _assert_exact(session, run, 40)
+    assert run.completed == 40
+
+
+def test_kill_9_with_calls_in_flight_keeps_side_effects_exact(
+    app_on_services, keys, session, workers
+):
+    """A worker dies with 50 deliveries in flight: each entity is published under one
+    webhook-id, and notified at most once, never skipped unless it may have gone out."""
+    client = app_on_services.test_client()
+    with WebhookReceiver() as hooks, WebhookReceiver() as told:
+        hooks.delay = 1.0
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 300)]
+        steps = [
+            {"id": "pub", "type": "publish", "config": {"target": {"url": hooks.url}}},
+            {
+                "id": "tell",
+                "type": "notify",
+                "config": {"channel": "webhook", "url": told.url, "message": "hi"},
+            },
+        ]
+        workflow = make_workflow(client, keys, entity_type["id"], steps)
+        run_id = _run_over(client, keys, workflow, ids)
+        (victim,) = workers(1, CONVEYOR_WORKER_IO_CONCURRENCY="50")
+        deadline = time.monotonic() + 60
+        while len(hooks.requests) < 120 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(victim.pid, signal.SIGKILL)
+        workers(1)
+        run = _wait(session, run_id, timeout=120)
+        _assert_exact(session, run, 300)
+        assert run.completed == 300
+        # publish: whatever was re-sent carried the same id, one id per entity
+        assert set(hooks.ids) == {f"{run_id}:{e}:pub" for e in ids}
+        # notify: at most once per entity...
+        assert max(told.ids.values()) == 1
+        not_resent = 0
+        for item in _items(session, run_id):
+            record = item.step_results[-1]
+            assert record["stepId"] == "tell" and record["status"] == "completed"
+            if f"{run_id}:{item.entity_id}:tell" not in told.ids:
+                # ...and missing only where the dead worker may have sent it
+                assert "not re-sent" in record["error"]
+                not_resent += 1
+        assert not_resent <= 50
+
+
+def test_redis_killed_and_restarted_mid_run_the_run_finishes_by_itself(
+    app_on_services, keys, session, workers, redis_server, slow_receiver
+):
+    client = app_on_services.test_client()
+    workflow, ids = _start(client, keys, 1000, slow_receiver)
+    run_id = _run_over(client, keys, workflow, ids)
+    running = workers(2)
+    _wait_for_progress(session, run_id, 100)
+    redis_server.kill()  # connections break mid-run; everything Redis held is lost
+    time.sleep(5)
+    redis_server.start()  # empty, on the same port
+    run = _wait(session, run_id, timeout=120)
+    _assert_exact(session, run, 1000)
+    assert run.cancelled == 0
+    assert all(p.poll() is None for p in running)  # no worker died or was restarted
+
+
+def test_cancel_during_in_flight_calls_starts_nothing_after_it(
+    app_on_services, keys, session, workers
+):
+    client = app_on_services.test_client()
+    with WebhookReceiver() as hooks:
+        hooks.delay = 0.5
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 500)]
+        steps = [{"id": "pub", "type": "publish", "config": {"target": {"url": hooks.url}}}]
+        workflow = make_workflow(client, keys, entity_type["id"], steps)
+        run_id = _run_over(client, keys, workflow, ids)
+        workers(1, CONVEYOR_WORKER_IO_CONCURRENCY="40")
+        while len(hooks.requests) < 60:
+            time.sleep(0.02)
+        response = client.post(
+            f"/api/v1/workflows/{workflow['id']}/runs/{run_id}/cancel",
+            headers=keys.header("executor"),
+        )
+        answered = time.monotonic()
+        assert response.status_code == 200, response.json
+        run = _wait(session, run_id)
+        late = [r for r in hooks.requests if r["at"] > answered + 1.0]
+    assert run.status == "cancelled" and run.cancelled > 0
+    _assert_exact(session, run, 500)
+    assert late == []  # in-flight calls may finish; none starts a second after the cancel
+
+
+def test_a_step_longer_than_the_lease_is_not_claimed_twice(app_on_services, keys, session, workers):
+    """The lease (3 s here) is renewed while a 5 s delivery is in flight."""
+    client = app_on_services.test_client()
+    with WebhookReceiver() as hooks:
+        hooks.delay = 5.0
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 20)]
+        steps = [{"id": "pub", "type": "publish", "config": {"target": {"url": hooks.url}}}]
+        workflow = make_workflow(client, keys, entity_type["id"], steps)
+        run_id = _run_over(client, keys, workflow, ids)
+        workers(2)
+        run = _wait(session, run_id, timeout=60)
+        assert len(hooks.requests) == 20  # one delivery per entity, no second lane's
+    _assert_exact(session, run, 20)
+    assert {i.attempts for i in _items(session, run_id)} == {1}
+
+
+def test_cancel_after_a_crash_keeps_the_finished_steps_changes(
+    app_on_services, keys, session, workers
+):
+    client = app_on_services.test_client()
+    with WebhookReceiver() as hooks, WebhookReceiver() as told:
+        told.delay = 30.0  # the worker dies while notifications are in flight
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 30)]
+        steps = [
+            {"id": "pub", "type": "publish", "config": {"target": {"url": hooks.url}}},
+            {
+                "id": "tell",
+                "type": "notify",
+                "config": {"channel": "webhook", "url": told.url, "message": "hi"},
+            },
+        ]
+        workflow = make_workflow(client, keys, entity_type["id"], steps)
+        run_id = _run_over(client, keys, workflow, ids)
+        (victim,) = workers(1)
+        while len(told.requests) < 30:
+            time.sleep(0.02)
+        time.sleep(1.0)  # the published entities' checkpoints are written
+        os.kill(victim.pid, signal.SIGKILL)
+        response = client.post(
+            f"/api/v1/workflows/{workflow['id']}/runs/{run_id}/cancel",
+            headers=keys.header("executor"),
+        )
+        assert response.status_code == 200, response.json
+        workers(1)  # its sweeper releases the dead worker's items; a lane cancels them
+        run = _wait(session, run_id, timeout=60)
+    assert run.status == "cancelled"
+    _assert_exact(session, run, 30)
+    entities = {e.id: e for e in session.scalars(select(Entity).where(Entity.id.in_(ids)))}
+    for item in _items(session, run_id):
+        published = any(
+            r["stepId"] == "pub" and r["status"] == "completed" for r in item.step_results
+        )
+        if published:  # publish finished: the entity is published, whatever came after
+            entity = entities[item.entity_id]
+            assert entity.status == "published" and entity.version == 2
+    assert sum(1 for e in entities.values() if e.status == "published") == 30
+
+
+def test_the_rate_limit_holds_across_two_workers(app_on_services, keys, session, workers):
+    """A credential of 240 requests/min (4/s): the provider, enforcing 22 in any 5 s
+    window, never answers 429, and the calls keep to the pace."""
+    client = app_on_services.test_client()
+    with OpenAIPeer(api_key="sk-test-0123456789", requests_per_minute=22, window_seconds=5) as peer:
+        _credential(client, keys, peer, requestsPerMinute=240)
+        entity_type = make_entity_type(client, keys)
+        ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 60)]
+        workflow = make_workflow(client, keys, entity_type["id"], [_ai_step()])
+        run_id = _run_over(client, keys, workflow, ids)
+        workers(2)
+        run = _wait(session, run_id, timeout=120)
+        assert peer.rate_limited == 0
+        times = sorted(peer.completed_at)
+    _assert_exact(session, run, 60)
+    assert run.completed == 60
+    # in any 5 s, at most the credential's 20 (+1 for a window's two edges)
+    assert max(sum(1 for t in times if s <= t < s + 5) for s in times) <= 21
