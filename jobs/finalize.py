@@ -14,8 +14,12 @@ log = logging.getLogger(__name__)
 
 
 def final_status(run: Run) -> str:
-    """``cancelled`` if cancelled with entities left undone, else by tolerated failures."""
-    if run.cancel_requested and run.cancelled > 0:
+    """``cancelled`` once a cancel was accepted, else by tolerated failures.
+
+    A cancel accepted while every entity was already in flight cancels none of them, but
+    the client was told the run is cancelled: it ends ``cancelled`` all the same.
+    """
+    if run.cancel_requested:
         return "cancelled"
     if run.total == 0:
         return "completed"

@@ -6,12 +6,14 @@ on SQLite the same tests check the outcome.
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import Session, select
 
 from app.models import Run, RunItem, Workflow
 from app.services.runs import cancel_run, start_run
+from jobs import runtime
 from jobs.dispatch import dispatch_run
-from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow
+from tests.conftest import PG_URL, RecordingQueue, make_entities, make_entity_type, make_workflow
 from tests.jobs.test_run_engine import STEPS, wait_for_run
 
 WORKFLOWS = "/api/v1/workflows"
@@ -27,6 +29,8 @@ def _item_counts(session: Session, run_id: str) -> dict[str, int]:
 def test_cancel_with_a_run_object_loaded_before_dispatch_sees_the_dispatched_run(
     app, client, keys, session
 ):
+    if PG_URL is None:
+        pytest.skip("SQLite serialises the request with dispatch (BEGIN IMMEDIATE): no stale read")
     entity_type = make_entity_type(client, keys)
     entities = make_entities(client, keys, entity_type["id"], 5)
     workflow = make_workflow(client, keys, entity_type["id"], STEPS)
@@ -40,7 +44,16 @@ def test_cancel_with_a_run_object_loaded_before_dispatch_sees_the_dispatched_run
     # in another session: it writes the items and sets the run running.
     assert run.status == "pending"
     session.commit()
-    dispatch_run(run.id)
+    runtime.install(
+        runtime.Runtime(
+            app.config["CONVEYOR"], app.extensions["conveyor.engine"], RecordingQueue()
+        ),
+        thread_only=True,
+    )
+    try:
+        dispatch_run(run.id)  # writes the items; its lanes are only recorded
+    finally:
+        runtime.install(None, thread_only=True)  # type: ignore[arg-type]
 
     cancelled = cancel_run(session=session, run=run)
 
@@ -74,12 +87,13 @@ def test_start_then_cancel_twenty_times_in_a_row_ends_every_run_cancelled(client
         codes.append(cancel.status_code)
         outcomes.append(wait_for_run(client, keys, workflow["id"], run_id))
 
-    # A run every one of whose entities had already finished may end completed (409 or
-    # 200): it never happens here, where cancel arrives straight after the start.
-    assert codes == [200] * 20
-    for run in outcomes:
+    # A cancel that arrives once every entity has finished finds the run completed (409):
+    # it can happen on a fast machine. A cancel that was accepted ends the run cancelled.
+    assert all(code in (200, 409) for code in codes), codes
+    assert codes.count(200) >= 10, codes
+    for code, run in zip(codes, outcomes, strict=True):
         progress = run["progress"]
-        assert run["status"] == "cancelled", run
+        assert run["status"] == ("cancelled" if code == 200 else "completed"), (code, run)
         assert progress["pending"] == 0
         assert progress["completed"] + progress["failed"] + progress["cancelled"] == 30
         assert progress["total"] == 30
