@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conveyor_client import Conveyor, Forbidden
 from flask.testing import FlaskClient
 
 from app.config import Settings
+from tests.clients.live import live_url as live_url  # a fixture
 from tests.conftest import Keys, make_entity_type
 from tests.peers import ToolCallStreamPeer
 
@@ -216,3 +218,16 @@ def test_a_provider_error_ends_the_stream_with_an_error_op(
     ]
     assert "401" in ops[0]["message"]
     assert "test-key" not in ops[0]["message"]
+
+
+def test_the_python_client_streams_the_operations(
+    client: FlaskClient, keys: Keys, entity_type: dict[str, Any], live_url: str
+) -> None:
+    with ToolCallStreamPeer(VALID_CALLS) as peer, Conveyor(live_url, keys.editor) as conveyor:
+        _credential(client, keys, peer.base_url)
+        ops = list(conveyor.workflows.generate("Describe", entity_type_id=entity_type["id"]))
+        assert ops[-1]["op"] == "done"
+        saved = conveyor.workflows.create(ops[-1]["workflow"])
+    assert saved["stepsCount"] == 2
+    with Conveyor(live_url, keys.viewer) as viewer, pytest.raises(Forbidden):
+        list(viewer.workflows.generate("Describe", entity_type_id=entity_type["id"]))

@@ -150,7 +150,7 @@ def test_exported_script_runs_a_workflow_in_a_fresh_venv(
     client: FlaskClient, keys: Keys, live_url: str, client_venv: Path, tmp_path: Path
 ) -> None:
     entity_type = make_entity_type(client, keys, name="Article", schema=PRODUCT_SCHEMA)
-    make_entities(client, keys, entity_type["id"], 25)
+    done_ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 25)]
     workflow = make_workflow(
         client,
         keys,
@@ -184,6 +184,17 @@ def test_exported_script_runs_a_workflow_in_a_fresh_venv(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "updated workflow" in result.stderr
     assert "25 completed, 0 failed, 0 cancelled of 25" in result.stdout
+    again = subprocess.run(
+        [str(client_venv), str(path), "--no-watch", "--entity-id", done_ids[0]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "is up to date" in again.stderr
+    assert again.stdout.strip().startswith("run_")
     stored = client.get(f"/api/v1/workflows/{workflow['id']}", headers=keys.header("viewer")).json
     assert stored["steps"][0]["config"]["status"] == "done"
     done = client.get(
