@@ -383,3 +383,41 @@ def test_every_operation_has_its_client_method(client: FlaskClient) -> None:
                 missing.append(op_id)
     conveyor.close()
     assert missing == []
+
+
+def test_pages_follow_the_link_header_when_there_is_no_cursor_header() -> None:
+    """A proxy that strips ``X-Next-Cursor`` still leaves ``Link: rel="next"``."""
+    pages = {
+        "/api/v1/entities": ([{"id": "a"}, {"id": "b"}], "/api/v1/entities?page=2"),
+        "/api/v1/entities?page=2": ([{"id": "c"}], "/api/v1/entities?page=3"),
+        "/api/v1/entities?page=3": ([], None),
+    }
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            items, following = pages[self.path]
+            payload = json.dumps(items).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if following:
+                self.send_header("Link", f'<http://127.0.0.1:{port}{following}>; rel="next"')
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Conveyor(f"http://127.0.0.1:{port}", "cvk_test") as conveyor:
+            ids = [e["id"] for e in conveyor.entities.list()]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ids == ["a", "b", "c"]
+    assert seen == list(pages)

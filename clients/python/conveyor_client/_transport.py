@@ -125,7 +125,8 @@ class Transport:
         if idempotent or idempotency_key:
             send_headers["Idempotency-Key"] = idempotency_key or f"cc-{uuid.uuid4().hex}"
         repeatable = method in SAFE_TO_REPEAT or "Idempotency-Key" in send_headers
-        kwargs: dict[str, Any] = {"params": query_params(params), "headers": send_headers}
+        # No params at all (not an empty dict) keeps a query already in the URL (a Link).
+        kwargs: dict[str, Any] = {"params": query_params(params) or None, "headers": send_headers}
         if json_body is not None:
             kwargs["content"] = json.dumps(json_body).encode()
             send_headers.setdefault("Content-Type", "application/json")
@@ -162,17 +163,20 @@ class Transport:
         """Every item of a cursor-paginated list, fetching pages as the caller iterates."""
         query = dict(params or {})
         url: str | None = path
+        seen: set[str] = set()
         while url is not None:
             response = self.request("GET", url, params=query)
             yield from response.json()
             cursor = response.headers.get("X-Next-Cursor")
             next_link = response.links.get("next", {}).get("url")
-            if cursor:
+            if cursor and cursor not in seen:
+                seen.add(cursor)
                 query["cursor"] = cursor
-            elif next_link:
+            elif not cursor and next_link and next_link not in seen:
+                seen.add(next_link)
                 url, query = next_link, {}
             else:
-                url = None
+                url = None  # the last page (or a server repeating itself: stop, not loop)
 
     @contextmanager
     def stream(self, method: str, path: str, *, json_body: Any = None) -> Iterator[httpx.Response]:
