@@ -186,7 +186,11 @@ class CredentialUpdateSchema(Schema):
 class CredentialTestSchema(Schema):
     url = ma.fields.Url(
         load_default=None,
-        metadata={"description": "webhook credentials without a url: where to send the test"},
+        metadata={
+            "description": "webhook credentials only: where to send the test. With a url "
+            "stored in the credential it must have that url's origin (else 422: a credential "
+            "goes only to its own destination); default: the stored url"
+        },
         **_URL,
     )
 
