@@ -298,6 +298,8 @@ def live_state(run: Run) -> dict[str, Any]:
         "reasons": reasons,
         "retries": retries,
         "error": run.error,
+        "startedAt": formatting.when(run.started_at),
+        "completedAt": formatting.when(run.completed_at),
     }
 
 

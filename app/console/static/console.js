@@ -56,7 +56,9 @@
       statusEl.replaceWith(badge);
     }
     document.getElementById("run-rate").textContent =
-      state.rate ? state.rate.toFixed(1) + "/s" : "—";
+      state.rate ? state.rate.toFixed(1) + " /s" : "—";
+    document.getElementById("run-started").textContent = state.startedAt;
+    document.getElementById("run-completed").textContent = state.completedAt;
     document.getElementById("run-eta").textContent =
       state.terminal ? "—" : duration(state.etaSeconds);
     var error = document.getElementById("run-error");
