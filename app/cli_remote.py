@@ -112,7 +112,8 @@ def _progress_bar() -> Callable[[dict[str, Any]], None]:
         progress = run["progress"]
         done = progress["completed"] + progress["failed"] + progress["cancelled"]
         if bar is None:
-            bar = tqdm(total=progress["total"], unit="entity", dynamic_ncols=True)
+            # Start at what is already done, so the rate counts only progress seen here.
+            bar = tqdm(total=progress["total"], initial=done, unit="entity", dynamic_ncols=True)
         bar.total = progress["total"]
         bar.update(done - bar.n)
         bar.set_description(run["status"])
