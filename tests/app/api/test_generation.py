@@ -231,3 +231,15 @@ def test_the_python_client_streams_the_operations(
     assert saved["stepsCount"] == 2
     with Conveyor(live_url, keys.viewer) as viewer, pytest.raises(Forbidden):
         list(viewer.workflows.generate("Describe", entity_type_id=entity_type["id"]))
+
+
+def test_a_tool_call_that_never_forms_json_is_an_error(
+    client: FlaskClient, keys: Keys, entity_type: dict[str, Any]
+) -> None:
+    calls = [VALID_CALLS[1], ("addStep", '{"id": "cut", "type": "transform", "config": ')]
+    with ToolCallStreamPeer(calls) as peer:
+        _credential(client, keys, peer.base_url)
+        ops = list(_lines(_generate(client, keys, entity_type["id"])))
+    assert [op["op"] for op in ops] == ["addStep", "error"]
+    assert ops[-1]["path"] == "op[1]"
+    assert "addStep" in ops[-1]["message"]
