@@ -163,8 +163,29 @@ def signed_in_caller() -> Caller | None:
     return g.get("caller")
 
 
-def require(role: str) -> Callable[[F], F]:
-    """View decorator: signed in (else to the sign-in page) with ``role`` or above (else 403)."""
+def _open_audit(caller: Caller, audit: tuple[str, Any, str | None], kwargs: dict[str, Any]) -> None:
+    """Give a console write the same audit entry as its API twin (``via: console``)."""
+    from app.services.audit import AuditScope, camelcase
+
+    action, model, id_arg = audit
+    details = {camelcase(k): str(v) for k, v in kwargs.items() if k != id_arg}
+    g.audit_scope = AuditScope(
+        session=None,
+        actor=caller,
+        action=action,
+        resource_type=action.split(".", 1)[0],
+        resource_id=str(kwargs[id_arg]) if id_arg else None,
+        details={**details, "via": "console"},
+        model=model,
+    )
+
+
+def require(role: str, audit: tuple[str, Any, str | None] | None = None) -> Callable[[F], F]:
+    """View decorator: signed in (else to the sign-in page) with ``role`` or above (else 403).
+
+    ``audit`` is ``(action, model, id view-arg)``: a POST to the view leaves the audit entry
+    the matching API write leaves, in the same transaction as its write.
+    """
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -178,6 +199,8 @@ def require(role: str) -> Callable[[F], F]:
                 abort(
                     403, description=f"This needs the '{role}' role; this key is '{caller.role}'."
                 )
+            if audit is not None and request.method == "POST":
+                _open_audit(caller, audit, kwargs)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from sqlmodel import Session, col
 
 from app.models import (
     ApiKey,
+    Approval,
     Entity,
     EntityType,
     Run,
@@ -21,6 +22,7 @@ from app.models import (
     Trigger,
     TriggerEvent,
     Workflow,
+    WorkflowRevision,
 )
 
 PAGE_SIZE = 50
@@ -194,3 +196,52 @@ def trigger_events(session: Session, trigger_id: str, limit: int = 50) -> list[T
 def api_key(session: Session, key_id: str) -> ApiKey | None:
     """An API key row by id."""
     return session.get(ApiKey, key_id)
+
+
+def approvals(
+    session: Session,
+    workspace_id: str,
+    *,
+    run_id: str | None = None,
+    workflow_id: str | None = None,
+    status: str | None = None,
+    after: str | None = None,
+    limit: int = PAGE_SIZE,
+) -> Page:
+    """A page of the workspace's approvals, oldest first (the longest waiting on top)."""
+    query = select(Approval).where(col(Approval.workspace_id) == workspace_id)
+    if run_id:
+        query = query.where(col(Approval.run_id) == run_id)
+    if workflow_id:
+        query = query.where(col(Approval.workflow_id) == workflow_id)
+    if status:
+        query = query.where(col(Approval.status) == status)
+    if after:
+        query = query.where(col(Approval.id) > after)
+    rows = list(session.scalars(query.order_by(col(Approval.id)).limit(limit + 1)))
+    return _page(rows, limit, "id")
+
+
+def revisions(session: Session, workflow_id: str, limit: int = 100) -> list[WorkflowRevision]:
+    """A workflow's newest revisions."""
+    query = (
+        select(WorkflowRevision)
+        .where(col(WorkflowRevision.workflow_id) == workflow_id)
+        .order_by(col(WorkflowRevision.version).desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def revision_patch(
+    source: WorkflowRevision | None, target: WorkflowRevision
+) -> list[dict[str, Any]]:
+    """The RFC 6902 patch from one revision (None: an empty document) to another, computed
+    over the same content the API's ``…/diff`` compares."""
+    import jsonpatch
+
+    from app.schemas.workflows import RevisionContentSchema
+
+    dump = RevisionContentSchema().dump
+    before = dump(source.snapshot) if source is not None else {}
+    return list(jsonpatch.make_patch(before, dump(target.snapshot)))

@@ -5,7 +5,6 @@ admin manages keys)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from datetime import UTC, datetime
@@ -32,8 +31,9 @@ from app.auth import ROLES
 from app.console import auth, formatting, queries
 from app.db import db_session
 from app.errors import ConveyorError
-from app.models import Run, Workflow
+from app.models import ApiKey, Approval, Credential, Run, Workflow
 from app.schemas.credentials import CREDENTIAL_TYPES, CredentialSchema
+from app.schemas.runs import ITEM_STATUSES
 from app.services import credentials as credentials_service
 from app.services import entities as entities_service
 from app.services import runs as runs_service
@@ -58,7 +58,6 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 TERMINAL = runs_service.TERMINAL
-ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
 bp.before_request(auth.load_session)
@@ -107,11 +106,6 @@ def _notice(message: str, kind: str = "ok") -> None:
     session = auth.ensure_session()
     session.notices.append([kind, message])
     auth.save_session()
-
-
-def supports_dry_run() -> bool:
-    """True once ``start_run`` accepts ``dry_run`` (the dry-run work lands separately)."""
-    return "dry_run" in inspect.signature(runs_service.start_run).parameters
 
 
 # --- sign in / out -----------------------------------------------------------------------
@@ -177,7 +171,6 @@ def workflow(workflow_id: str) -> Any:
         entity_type=_entity_type_name(row),
         triggers=queries.workflow_triggers(session, row.id),
         runs=queries.recent_runs(session, row.id),
-        dry_run=supports_dry_run(),
     )
 
 
@@ -208,8 +201,18 @@ def _selection(form: Any) -> tuple[list[str] | None, dict[str, Any] | None]:
     return None, {}
 
 
+def _sample(raw: str) -> int | None:
+    """The form's optional sample size (a dry run over N entities of the selection)."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise ConveyorError("Sample must be a whole number from 1 to 100000.")
+    return int(raw)
+
+
 @bp.route("/workflows/<workflow_id>/run", methods=["GET", "POST"])
-@auth.require("executor")
+@auth.require("executor", audit=("run.started", Run, None))
 def run_workflow(workflow_id: str) -> Any:
     """The run form; Start run starts it through the runs service and shows the run."""
     session = db_session()
@@ -225,9 +228,6 @@ def run_workflow(workflow_id: str) -> Any:
                 run_input = json.loads(raw_input) if raw_input else None
             except ValueError as exc:
                 raise ConveyorError(f"Input is not valid JSON: {exc}") from exc
-            extra: dict[str, Any] = {}
-            if request.form.get("mode") == "dry" and supports_dry_run():
-                extra["dry_run"] = True
             run = runs_service.start_run(
                 session=session,
                 queue=get_queue(),
@@ -235,7 +235,8 @@ def run_workflow(workflow_id: str) -> Any:
                 entity_ids=entity_ids,
                 selector=selector,
                 input=run_input,
-                **extra,
+                dry_run=request.form.get("mode") == "dry",
+                sample=_sample(request.form.get("sample", "")),
             )
             return redirect(url_for("console.run", run_id=run.id))
         except ConveyorError as exc:
@@ -248,7 +249,6 @@ def run_workflow(workflow_id: str) -> Any:
         workflow=row,
         error=error,
         form=request.form,
-        dry_run=supports_dry_run(),
         entity_type=_entity_type_name(row),
     )
     return page, (422 if error else 200)
@@ -267,6 +267,7 @@ def live_state(run: Run) -> dict[str, Any]:
     """What the run page shows live: progress, rate, ETA, failure reasons, retries."""
     session = db_session()
     progress = progress_of(run)
+    progress["awaitingApproval"] = progress.pop("awaiting_approval", 0)
     finished = progress["completed"] + progress["failed"] + progress["cancelled"]
     now = int(time.time() * 1000)
     rate = eta = None
@@ -295,6 +296,7 @@ def live_state(run: Run) -> dict[str, Any]:
         "finished": finished,
         "rate": rate,
         "etaSeconds": eta,
+        "dryRun": run.dry_run,
         "reasons": reasons,
         "retries": retries,
         "error": run.error,
@@ -304,8 +306,11 @@ def live_state(run: Run) -> dict[str, Any]:
 
 
 def _etag(run: Run) -> str:
+    """Changes whenever the live state does: counts, status, waiting entities, retries."""
     retries = len(queries.retries_of(db_session(), run.id))
-    return f'"{run.status}.{run.completed}.{run.failed}.{run.cancelled}.{run.total}.{retries}"'
+    awaiting = progress_of(run)["awaiting_approval"]
+    counts = f"{run.completed}.{run.failed}.{run.cancelled}.{run.total}.{awaiting}"
+    return f'"{run.status}.{counts}.{retries}"'
 
 
 def _items_args() -> dict[str, Any]:
@@ -374,7 +379,7 @@ def run_items(run_id: str) -> Any:
 
 
 @bp.route("/runs/<run_id>/cancel", methods=["POST"])
-@auth.require("executor")
+@auth.require("executor", audit=("run.cancelled", Run, "run_id"))
 def cancel_run(run_id: str) -> Any:
     """Cancel through the runs service."""
     row = runs_service.cancel_run(session=db_session(), run=_run(run_id))
@@ -383,7 +388,7 @@ def cancel_run(run_id: str) -> Any:
 
 
 @bp.route("/runs/<run_id>/retry", methods=["POST"])
-@auth.require("executor")
+@auth.require("executor", audit=("run.retried", Run, "run_id"))
 def retry_run(run_id: str) -> Any:
     """Retry the failed and cancelled entities as a new, linked run."""
     new = runs_service.retry_run(session=db_session(), queue=get_queue(), run=_run(run_id))
@@ -522,7 +527,7 @@ def credentials() -> Any:
 
 
 @bp.route("/credentials", methods=["POST"])
-@auth.require("editor")
+@auth.require("editor", audit=("credential.created", Credential, None))
 def create_credential() -> Any:
     """Create a credential from the form, loaded with the API's own schema."""
     session = db_session()
@@ -557,7 +562,7 @@ def create_credential() -> Any:
 
 
 @bp.route("/credentials/<credential_id>/test", methods=["POST"])
-@auth.require("editor")
+@auth.require("editor", audit=("credential.tested", Credential, "credential_id"))
 def test_credential(credential_id: str) -> Any:
     """Use the credential once for real, like the API's test."""
     settings = current_app.config["CONVEYOR"]
@@ -582,7 +587,7 @@ def test_credential(credential_id: str) -> Any:
 
 
 @bp.route("/credentials/<credential_id>/delete", methods=["POST"])
-@auth.require("editor")
+@auth.require("editor", audit=("credential.deleted", Credential, "credential_id"))
 def delete_credential(credential_id: str) -> Any:
     """Delete a credential."""
     credentials_service.delete_credential(
@@ -590,6 +595,117 @@ def delete_credential(credential_id: str) -> Any:
     )
     _notice("Credential deleted.")
     return redirect(url_for("console.credentials"))
+
+
+# --- approvals ---------------------------------------------------------------------------
+
+
+APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
+
+
+@bp.route("/approvals")
+@auth.require("viewer")
+def approvals() -> Any:
+    """Entities waiting at review gates, with their preview; decide many at once."""
+    session = db_session()
+    workspace_id = _caller().workspace_id
+    status = request.args.get("status") or "pending"
+    if status not in APPROVAL_STATUSES:
+        abort(400, description=f"Unknown approval status {status!r}.")
+    page = queries.approvals(
+        session,
+        workspace_id,
+        run_id=request.args.get("run") or None,
+        workflow_id=request.args.get("workflow") or None,
+        status=status,
+        after=request.args.get("after") or None,
+    )
+    return render_template(
+        "console/approvals.html",
+        page=page,
+        approval_status=status,
+        statuses=APPROVAL_STATUSES,
+        args=request.args,
+        workflow_names=queries.workflow_names(session, workspace_id),
+    )
+
+
+@bp.route("/approvals/decide", methods=["POST"])
+@auth.require("executor", audit=("approval.decided", Approval, None))
+def decide_approvals() -> Any:
+    """Approve or reject the selected approvals through the approvals service."""
+    from app.services import approvals as approvals_service
+
+    decision = request.form.get("decision")
+    ids = request.form.getlist("ids")
+    back = _safe_next(request.form.get("next"))
+    if decision not in ("approve", "reject"):
+        abort(400, description="Choose Approve selected or Reject selected.")
+    if not ids:
+        _notice("Select at least one entity first.", "error")
+        return redirect(back)
+    decided = approvals_service.decide_approvals(
+        session=db_session(),
+        queue=get_queue(),
+        workspace_id=_caller().workspace_id,
+        decision=decision,
+        ids=ids,
+        comment=request.form.get("comment") or None,
+        decided_by=_caller().key_id,
+    )
+    verb = "Approved" if decision == "approve" else "Rejected"
+    skipped = len(set(ids)) - decided
+    _notice(f"{verb} {decided}." + (f" {skipped} were already decided." if skipped else ""))
+    return redirect(back)
+
+
+# --- revisions ---------------------------------------------------------------------------
+
+
+@bp.route("/workflows/<workflow_id>/revisions")
+@auth.require("viewer")
+def revisions(workflow_id: str) -> Any:
+    """Every saved version of a workflow, one version's diff, and Restore."""
+    from app.services import revisions as revisions_service
+
+    session = db_session()
+    row = workflows_service.get_workflow(
+        session=session, workspace_id=_caller().workspace_id, workflow_id=workflow_id
+    )
+    versions = queries.revisions(session, row.id)
+    shown = request.args.get("version", type=int) or row.version
+    against = request.args.get("against", type=int)
+    target = revisions_service.get_revision(session=session, workflow_id=row.id, version=shown)
+    base = shown - 1 if against is None else against
+    source = None
+    if base >= 1:
+        source = revisions_service.get_revision(session=session, workflow_id=row.id, version=base)
+    return render_template(
+        "console/revisions.html",
+        workflow=row,
+        revisions=versions,
+        shown=shown,
+        base=base,
+        patch=queries.revision_patch(source, target),
+    )
+
+
+@bp.route("/workflows/<workflow_id>/revisions/<int:version>/restore", methods=["POST"])
+@auth.require("editor", audit=("workflow.restored", Workflow, "workflow_id"))
+def restore_revision(workflow_id: str, version: int) -> Any:
+    """Put an earlier version back, as a new version."""
+    from app.services.workflows import Actor, restore_workflow
+
+    caller = _caller()
+    row = restore_workflow(
+        session=db_session(),
+        workspace_id=caller.workspace_id,
+        workflow_id=workflow_id,
+        version=version,
+        actor=Actor(key_id=caller.key_id, key_prefix=caller.key_prefix),
+    )
+    _notice(f"Restored version {version} as version {row.version}.")
+    return redirect(url_for("console.revisions", workflow_id=row.id))
 
 
 # --- API keys ----------------------------------------------------------------------------
@@ -616,7 +732,7 @@ def api_keys() -> Any:
 
 
 @bp.route("/api-keys", methods=["POST"])
-@auth.require("admin")
+@auth.require("admin", audit=("api_key.created", ApiKey, None))
 def create_api_key() -> Any:
     """Create a key and show it on this response only."""
     name = request.form.get("name", "").strip()
@@ -632,7 +748,7 @@ def create_api_key() -> Any:
 
 
 @bp.route("/api-keys/<key_id>/delete", methods=["POST"])
-@auth.require("admin")
+@auth.require("admin", audit=("api_key.revoked", ApiKey, "key_id"))
 def delete_api_key(key_id: str) -> Any:
     """Revoke a key at once (its console sessions end on their next request)."""
     workspaces_service.delete_api_key(

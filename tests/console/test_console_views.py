@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 
 import fakeredis
+import pytest
 from sqlmodel import select
 
 from app.console.sessions import ConsoleSession, MemorySessionStore, RedisSessionStore
 from app.models import Run
-from tests.conftest import make_entities, make_entity_type
+from tests.app.api.test_approvals import setup_gate
+from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow
 from tests.console.support import (
     FAILURE,
     PRICE_LIMIT,
@@ -19,6 +21,16 @@ from tests.console.support import (
     sign_in,
     wait_for_run,
 )
+
+
+@pytest.fixture
+def queue(app):
+    """Runs stay where the test puts them: queued tasks are recorded, not run."""
+    original = app.extensions["conveyor.queue"]
+    recording = RecordingQueue()
+    app.extensions["conveyor.queue"] = recording
+    yield recording
+    app.extensions["conveyor.queue"] = original
 
 
 def _cookie_header(response) -> str:
@@ -210,7 +222,7 @@ def test_live_state_is_json_with_an_etag(client, keys):
         "failed": 0,
         "cancelled": 0,
         "pending": 0,
-        "awaiting_approval": 0,
+        "awaitingApproval": 0,
     }
     assert live.json["status"] == "completed" and live.json["terminal"] is True
     again = client.get(
@@ -224,7 +236,6 @@ def test_live_state_is_json_with_an_etag(client, keys):
 def test_selection_by_status_and_by_ids(client, keys, session):
     entity_type = make_entity_type(client, keys)
     entities = make_entities(client, keys, entity_type["id"], 6)
-    from tests.conftest import make_workflow
     from tests.console.support import VALIDATE_STEPS
 
     workflow = make_workflow(client, keys, entity_type["id"], VALIDATE_STEPS)
@@ -289,6 +300,143 @@ def test_cancel_from_the_console(client, keys, session):
     assert 'data-status="cancelled"' in page.text and "Run cancelled" in page.text
     again = client.post(f"/console/runs/{run.id}/cancel", data={"csrf_token": csrf})
     assert again.status_code == 409 and "already cancelled" in again.text
+
+
+def test_console_writes_leave_the_same_audit_entries_as_the_api(client, keys):
+    workflow = make_failing_workflow(client, keys, 3)
+    csrf = sign_in(client, keys.executor)
+    run_id = _start(client, csrf, workflow["id"], selection="all").location.rsplit("/", 1)[1]
+    entries = client.get("/api/v1/audit?action=run.started", headers=keys.header()).json
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["resourceId"] == run_id
+    assert entry["details"]["via"] == "console"
+    assert entry["details"]["workflowId"] == workflow["id"]
+    assert entry["actor"]["role"] == "executor"
+    # A refused write (no CSRF token) leaves nothing.
+    client.post(f"/console/workflows/{workflow['id']}/run", data={"selection": "all"})
+    assert len(client.get("/api/v1/audit?action=run.started", headers=keys.header()).json) == 1
+
+
+def test_a_dry_run_from_the_console_is_marked_and_sampled(client, keys, queue):
+    """The console starts a dry run over a sample (what the engine then does with a dry run
+    is covered by the engine's tests; here the run stays pending on a recording queue)."""
+    entity_type = make_entity_type(client, keys)
+    make_entities(client, keys, entity_type["id"], 10)
+    steps = [{"id": "tag", "type": "transform", "config": {"set": {"tagged": True}}}]
+    workflow = make_workflow(client, keys, entity_type["id"], steps, name="Tagger")
+    csrf = sign_in(client, keys.executor)
+    page = client.get(f"/console/workflows/{workflow['id']}")
+    assert "Dry run" in page.text
+    form = client.get(f"/console/workflows/{workflow['id']}/run?mode=dry")
+    assert "Start dry run" in form.text
+    response = _start(client, csrf, workflow["id"], mode="dry", selection="all", sample="3")
+    assert response.status_code == 302
+    run_id = response.location.rsplit("/", 1)[1]
+    run = client.get(
+        f"/api/v1/workflows/{workflow['id']}/runs/{run_id}", headers=keys.header()
+    ).json
+    assert run["dryRun"] is True and run["progress"]["total"] == 3
+    assert ("jobs.dispatch.dispatch_run", (run_id,)) in queue.tasks
+    assert "dry run: nothing written or sent" in client.get(f"/console/runs/{run_id}").text
+    plain = _start(client, csrf, workflow["id"], selection="all")
+    plain_id = plain.location.rsplit("/", 1)[1]
+    assert "dry run" not in client.get(f"/console/runs/{plain_id}").text
+    bad = _start(client, csrf, workflow["id"], mode="dry", selection="all", sample="zero")
+    assert bad.status_code == 422 and "Sample" in bad.text
+
+
+def test_approvals_page_approves_and_rejects_the_selected(client, keys, session, queue):
+    gate = setup_gate(client, keys, session, count=4, instructions="Check the title")
+    run_id = gate["run_id"]
+    pending = client.get(
+        f"/api/v1/approvals?runId={run_id}&status=pending", headers=keys.header()
+    ).json
+    assert len(pending) == 4
+    csrf = sign_in(client, keys.viewer)
+    viewer_page = client.get(f"/console/approvals?run={run_id}")
+    assert viewer_page.text.count("<tr>") == 5  # header + 4, no checkboxes for a viewer
+    assert "Approve selected" not in viewer_page.text
+    refused = client.post(
+        "/console/approvals/decide",
+        data={"csrf_token": csrf, "decision": "approve", "ids": [pending[0]["id"]]},
+    )
+    assert refused.status_code == 403
+
+    csrf = sign_in(client, keys.executor)
+    run_page = client.get(f"/console/runs/{run_id}")
+    assert f'href="/console/approvals?run={run_id}" data-count="awaitingApproval">4<' in (
+        run_page.text
+    )
+    page = client.get(f"/console/approvals?run={run_id}")
+    assert "Approve selected" in page.text and "Reject selected" in page.text
+    assert page.text.count('name="ids"') == 4 and "Check the title" in page.text
+    approve = [a["id"] for a in pending[:3]]
+    response = client.post(
+        "/console/approvals/decide",
+        data={
+            "csrf_token": csrf,
+            "decision": "approve",
+            "ids": approve,
+            "next": "/console/approvals",
+        },
+    )
+    assert response.status_code == 302 and response.location == "/console/approvals"
+    assert "Approved 3." in client.get("/console/approvals").text
+    client.post(
+        "/console/approvals/decide",
+        data={"csrf_token": csrf, "decision": "reject", "ids": [pending[3]["id"]], "comment": "no"},
+    )
+    statuses = {
+        a["id"]: (a["status"], a["comment"])
+        for a in client.get(f"/api/v1/approvals?runId={run_id}", headers=keys.header()).json
+    }
+    assert statuses == {
+        **{i: ("approved", None) for i in approve},
+        pending[3]["id"]: ("rejected", "no"),
+    }
+    decided = client.get("/console/approvals?status=rejected").text
+    assert pending[3]["entityId"] in decided
+    entries = client.get("/api/v1/audit?action=approval.decided", headers=keys.header()).json
+    assert len(entries) == 2 and all(e["details"]["via"] == "console" for e in entries)
+    again = client.post(
+        "/console/approvals/decide",
+        data={"csrf_token": csrf, "decision": "reject", "ids": approve[:1]},
+    )
+    assert again.status_code == 302
+    assert "Rejected 0. 1 were already decided." in client.get("/console/workflows").text
+
+
+def test_revisions_show_a_diff_and_restore(client, keys):
+    workflow = make_failing_workflow(client, keys, 1)
+    renamed = client.patch(
+        f"/api/v1/workflows/{workflow['id']}",
+        json={"name": "Check prices v2"},
+        headers=keys.header("editor"),
+    )
+    assert renamed.status_code == 200, renamed.json
+    csrf = sign_in(client, keys.viewer)
+    page = client.get(f"/console/workflows/{workflow['id']}/revisions")
+    assert page.status_code == 200
+    assert "v1" in page.text and "v2" in page.text
+    assert "~ replace</span> <code>/name</code>" in page.text and "Check prices v2" in page.text
+    assert "Restore" not in page.text  # viewer
+    refused = client.post(
+        f"/console/workflows/{workflow['id']}/revisions/1/restore", data={"csrf_token": csrf}
+    )
+    assert refused.status_code == 403
+
+    csrf = sign_in(client, keys.editor)
+    assert "Restore version 1" in client.get(f"/console/workflows/{workflow['id']}/revisions").text
+    response = client.post(
+        f"/console/workflows/{workflow['id']}/revisions/1/restore", data={"csrf_token": csrf}
+    )
+    assert response.status_code == 302
+    restored = client.get(f"/api/v1/workflows/{workflow['id']}", headers=keys.header()).json
+    assert restored["name"] == "Check prices" and restored["version"] == 3
+    assert "Restored version 1 as version 3." in client.get(response.location).text
+    first = client.get(f"/console/workflows/{workflow['id']}/revisions?version=1").text
+    assert "+ add</span> <code>/steps</code>" in first  # v1 against the empty document
 
 
 # --- entities, triggers, credentials, keys -----------------------------------------------

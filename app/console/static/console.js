@@ -9,6 +9,13 @@
     if (question && !window.confirm(question)) { event.preventDefault(); }
   });
 
+  document.addEventListener("change", function (event) {
+    if (event.target.id !== "select-all") { return; }
+    document.querySelectorAll('input[name="ids"]').forEach(function (box) {
+      box.checked = event.target.checked;
+    });
+  });
+
   var ICONS = { completed: "✓", failed: "✕", cancelled: "⊘", running: "▶", pending: "…" };
 
   function statusBadge(value) {
@@ -49,6 +56,7 @@
     root.querySelectorAll("[data-count]").forEach(function (cell) {
       cell.textContent = String(p[cell.getAttribute("data-count")]);
     });
+    document.getElementById("awaiting-stat").hidden = !p.awaitingApproval;
     var statusEl = document.getElementById("run-status");
     if (statusEl.getAttribute("data-status") !== state.status) {
       var badge = statusBadge(state.status);
