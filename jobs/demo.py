@@ -125,6 +125,7 @@ def run_demo(count: int) -> None:
         )
     click.echo(f"workspace {workspace.id}; admin key (shown once): {key}")
     click.echo(f"running workflow {workflow.id} over {count} entities as run {run.id}")
+    click.echo(f"console (after `conveyor serve`): http://127.0.0.1:8000/console/runs/{run.id}")
     if not isinstance(task_queue, ThreadQueue):
         click.echo("REDIS_URL is set: start `conveyor worker` processes to do the work.")
     final = watch_run(engine, run.id, interval=0.2)
