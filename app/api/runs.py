@@ -23,7 +23,7 @@ from app.schemas.runs import (
     RunQueryArgsSchema,
     RunSchema,
 )
-from app.services import approvals
+from app.services import approvals, audit
 from app.services import runs as service
 from app.services.idempotency import idempotent
 from app.services.workflows import get_workflow
@@ -125,6 +125,7 @@ class WorkflowRun(MethodView):
                 commit=False,
             )
             created.append(run)
+            audit.annotate(total=run.total, dryRun=run.dry_run)
             return {"jobId": run.job_id, "runId": run.id}, 202
 
         body, status, _ = idempotent(

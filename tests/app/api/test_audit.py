@@ -221,6 +221,9 @@ def cases(seeded: dict[str, Any]) -> list[Case]:
             {"entityIds": seeded["entities"][:1]},
             role="executor",
             remember="run_id",
+            check=lambda e: assert_equal(
+                e["details"], {"workflowId": seeded["wf"], "total": 1, "dryRun": False}
+            ),
         ),
         Case(
             "POST /api/v1/workflows/{wf}/runs/{run_id}/cancel",
