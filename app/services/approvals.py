@@ -21,6 +21,12 @@ of one run serialise instead of deadlocking.
 Counting: ``awaitingApproval`` is the number of items in that status (an index-only
 count); the run's ``pending`` is what is neither final nor waiting, so
 ``total == completed + failed + cancelled + pending + awaitingApproval`` at every moment.
+
+The engine's side, in the transaction of the checkpoint that reaches a gate: write the
+item with ``status = 'awaiting_approval'``, ``next_step`` = the gate's index, its step
+records (the gate's with the step's output), ``claim_token``/``lease_expires_at`` cleared
+(and ``state`` if it checkpoints one), then call :func:`open_approvals`. The sweeper calls
+:func:`expire_approvals`. A dry run should not park (nobody approves a rehearsal).
 """
 
 from __future__ import annotations
