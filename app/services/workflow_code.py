@@ -206,6 +206,10 @@ export CONVEYOR_URL=http://127.0.0.1:8000 CONVEYOR_API_KEY=cvk_...
 .venv/bin/{project} --status ready          # or: --entity-id ID ... | --all
 ```
 
+`conveyor-client` lives in the Conveyor repository (`clients/python`); where your
+package index does not carry it, install it from there first
+(`.venv/bin/pip install path/to/conveyor/clients/python`).
+
 The API key needs the `editor` role (it creates or updates the workflow). Credentials that
 steps use are referred to by name and must exist on the server; none are in this project.
 """
