@@ -326,9 +326,10 @@ def stream_tool_calls(
     ) as response:
         if response.status_code >= 400:
             response.read()
-            raise ProviderFailed(
-                f"{origin(base_url)} answered {response.status_code}: {response.text[:300]}"
-            )
+            detail = response.text[:300]
+            if api_key:  # some providers echo the key they refused
+                detail = detail.replace(str(api_key), "***")
+            raise ProviderFailed(f"{origin(base_url)} answered {response.status_code}: {detail}")
         for line in response.iter_lines():
             if not line.startswith("data:"):
                 continue
