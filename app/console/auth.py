@@ -142,6 +142,13 @@ def sign_out() -> None:
     g.console_clear_cookie = True
 
 
+def _over_https() -> bool:
+    """HTTPS here, or at a TLS-terminating proxy that says so. Trusting the header can only
+    add ``Secure`` (the browser then withholds the cookie over plain HTTP), never remove it."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.is_secure or forwarded == "https"
+
+
 def set_cookie(response: Response) -> Response:
     """After each console request: write or clear the session cookie when it changed."""
     if g.get("console_clear_cookie"):
@@ -153,7 +160,7 @@ def set_cookie(response: Response) -> Response:
             path="/console",
             httponly=True,
             samesite="Strict",
-            secure=request.is_secure,
+            secure=_over_https(),
         )
     return response
 

@@ -89,6 +89,10 @@ def test_cookie_is_secure_over_https(app, keys):
     )
     assert "Secure" in _cookie_header(response)
 
+    proxied = app.test_client()
+    page = proxied.get("/console/sign-in", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in _cookie_header(page)
+
 
 def test_a_wrong_key_is_refused(client):
     page = client.get("/console/sign-in")
