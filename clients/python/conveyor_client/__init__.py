@@ -52,6 +52,7 @@ from conveyor_client.resources import (
     Webhooks,
     Workflows,
 )
+from conveyor_client.types import Progress, Run, RunCreated, RunItem, StepResult
 
 __version__ = "0.1.0"
 
@@ -131,10 +132,15 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
+    "Progress",
     "ProgressBar",
     "RateLimited",
+    "Run",
+    "RunCreated",
+    "RunItem",
     "ServerError",
     "ServiceUnavailable",
+    "StepResult",
     "Unauthorized",
     "ValidationError",
     "parse_retry_after",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 
@@ -22,13 +22,13 @@ class ProgressBar:
         self.clock = clock
         self._start: tuple[float, int] | None = None
 
-    def __call__(self, run: dict[str, Any]) -> None:
+    def __call__(self, run: Mapping[str, Any]) -> None:
         self.stream.write("\r" + self.render(run))
         if run.get("status") in TERMINAL:
             self.stream.write("\n")
         self.stream.flush()
 
-    def render(self, run: dict[str, Any]) -> str:
+    def render(self, run: Mapping[str, Any]) -> str:
         """One line for the run's current progress."""
         progress = run.get("progress") or {}
         total = int(progress.get("total") or 0)

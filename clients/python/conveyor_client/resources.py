@@ -17,9 +17,10 @@ from urllib.parse import quote
 from conveyor_client._transport import Transport
 from conveyor_client.errors import NotFound
 from conveyor_client.progress import TERMINAL, ProgressBar
+from conveyor_client.types import Run, RunCreated, RunItem
 
 JSON = dict[str, Any]
-ProgressCallback = Callable[[JSON], None]
+ProgressCallback = Callable[[Run], None]
 
 
 def camelcase(name: str) -> str:
@@ -256,7 +257,7 @@ class Runs(Resource):
         input: Any = None,
         idempotency_key: str | None = None,
         **fields: Any,
-    ) -> JSON:
+    ) -> RunCreated:
         """Start a run over ``entity_ids`` or a ``filter``: ``{jobId, runId}`` (safe to retry)."""
         body = body_of(None, fields)
         if entity_ids is not None:
@@ -265,35 +266,45 @@ class Runs(Resource):
             body["filter"] = dict(filter)
         if input is not None:
             body["input"] = input
-        result: JSON = self._obj(
-            "POST",
-            f"/workflows/{_p(workflow_id)}/run",
-            json_body=body,
-            idempotent=True,
-            idempotency_key=idempotency_key,
+        result = cast(
+            RunCreated,
+            self._obj(
+                "POST",
+                f"/workflows/{_p(workflow_id)}/run",
+                json_body=body,
+                idempotent=True,
+                idempotency_key=idempotency_key,
+            ),
         )
         result.setdefault("workflowId", workflow_id)
         return result
 
-    def list(self, workflow_id: str, *, status: str | None = None) -> Iterator[JSON]:
+    def list(self, workflow_id: str, *, status: str | None = None) -> Iterator[Run]:
         """The workflow's runs, newest first."""
         return self._http.paginate(f"/workflows/{_p(workflow_id)}/runs", {"status": status})
 
-    def get(self, workflow_id: str, run_id: str) -> JSON:
-        return self._obj("GET", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}")
+    def get(self, workflow_id: str, run_id: str) -> Run:
+        return cast(Run, self._obj("GET", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}"))
 
-    def items(self, workflow_id: str, run_id: str, *, status: str | None = None) -> Iterator[JSON]:
+    def items(
+        self, workflow_id: str, run_id: str, *, status: str | None = None
+    ) -> Iterator[RunItem]:
         """Per-entity results, optionally only those in ``status`` (e.g. ``"failed"``)."""
         return self._http.paginate(
             f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}/items", {"status": status}
         )
 
-    def cancel(self, workflow_id: str, run_id: str) -> JSON:
-        return self._obj("POST", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}/cancel")
+    def cancel(self, workflow_id: str, run_id: str) -> Run:
+        return cast(
+            Run, self._obj("POST", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}/cancel")
+        )
 
-    def retry(self, workflow_id: str, run_id: str) -> JSON:
+    def retry(self, workflow_id: str, run_id: str) -> RunCreated:
         """A new run over the entities that failed or were cancelled: ``{jobId, runId}``."""
-        result: JSON = self._obj("POST", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}/retry")
+        result = cast(
+            RunCreated,
+            self._obj("POST", f"/workflows/{_p(workflow_id)}/runs/{_p(run_id)}/retry"),
+        )
         result.setdefault("workflowId", workflow_id)
         return result
 
@@ -324,7 +335,7 @@ class Runs(Resource):
         timeout: float | None = None,
         poll_interval: float = 1.0,
         max_interval: float = 10.0,
-    ) -> JSON:
+    ) -> Run:
         """Poll the run until it is terminal and return it.
 
         Polls with ``If-None-Match`` (an unchanged run answers 304 with no body) at the
@@ -339,12 +350,12 @@ class Runs(Resource):
         path = f"/workflows/{_p(wf)}/runs/{_p(run_id)}"
         deadline = None if timeout is None else time.monotonic() + timeout
         etag: str | None = None
-        run: JSON | None = None
+        run: Run | None = None
         while True:
             headers = {"If-None-Match": etag} if etag else None
             response = self._http.request("GET", path, headers=headers)
             if response.status_code != 304:
-                run = response.json()
+                run = cast(Run, response.json())
                 etag = response.headers.get("ETag")
                 if callback is not None:
                     callback(run)
