@@ -7,6 +7,7 @@ after the server has acted on the request, and an HTTP server that answers 503 w
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -17,11 +18,15 @@ from typing import Any
 import httpx
 import pytest
 from conveyor_client import (
+    Conflict,
     Conveyor,
     ConveyorConnectionError,
+    Forbidden,
     NotFound,
+    PreconditionFailed,
     ProgressBar,
     ServiceUnavailable,
+    Unauthorized,
     ValidationError,
     parse_retry_after,
 )
@@ -421,3 +426,30 @@ def test_pages_follow_the_link_header_when_there_is_no_cursor_header() -> None:
         server.server_close()
     assert ids == ["a", "b", "c"]
     assert seen == list(pages)
+
+
+def test_each_status_has_its_exception(live_url: str, keys: Keys) -> None:
+    with Conveyor(live_url, "cvk_not_a_key") as stranger, pytest.raises(Unauthorized) as denied:
+        stranger.me.get()
+    assert denied.value.code == 401
+    with Conveyor(live_url, keys.viewer) as viewer, pytest.raises(Forbidden):
+        viewer.entity_types.create(name="Nope", schema=PRODUCT_SCHEMA)
+    with Conveyor(live_url, keys.editor) as editor:
+        product = editor.entity_types.create(name="Product", schema=PRODUCT_SCHEMA)
+        entity = editor.entities.create(entity_type_id=product["id"], data={"title": "A"})
+        editor.entities.update(entity["id"], data={"title": "B"}, if_match=entity["version"])
+        with pytest.raises((PreconditionFailed, Conflict)) as stale:
+            editor.entities.update(entity["id"], data={"title": "C"}, if_match=entity["version"])
+        assert stale.value.code in (409, 412)
+        with pytest.raises(Conflict):
+            editor.entity_types.delete(product["id"])  # it has entities
+
+
+def test_progress_bar_shows_counts_rate_and_eta() -> None:
+    now = [100.0]
+    bar = ProgressBar(stream=io.StringIO(), width=10, clock=lambda: now[0])
+    run = {"status": "running", "progress": {"total": 100, "completed": 10, "failed": 0}}
+    assert bar.render(run) == "[#.........] 10/100 running"
+    now[0] += 10
+    run = {"status": "running", "progress": {"total": 100, "completed": 45, "failed": 5}}
+    assert bar.render(run) == "[#####.....] 50/100 running (5 failed) 4.0/s ETA 12s"
