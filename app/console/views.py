@@ -758,6 +758,12 @@ def delete_api_key(key_id: str) -> Any:
     return redirect(url_for("console.api_keys"))
 
 
+@bp.route("/<path:unknown>")
+def not_found(unknown: str) -> Any:
+    """Any other console path: a page, not the API's JSON 404."""
+    abort(404, description=f"There is no console page at /console/{unknown}.")
+
+
 @bp.app_template_global()
 def current_key() -> Any:
     """The signed-in key (for the header), or None."""

@@ -94,6 +94,13 @@ def test_cookie_is_secure_over_https(app, keys):
     assert "Secure" in _cookie_header(page)
 
 
+def test_unknown_console_pages_are_html_404s(client, keys):
+    sign_in(client, keys.viewer)
+    response = client.get("/console/no-such-page")
+    assert response.status_code == 404 and response.content_type.startswith("text/html")
+    assert client.get("/console/runs/run_nope").status_code == 404
+
+
 def test_a_wrong_key_is_refused(client):
     page = client.get("/console/sign-in")
     response = client.post(
