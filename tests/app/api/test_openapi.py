@@ -13,6 +13,8 @@ from flask.testing import FlaskClient
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
 from openapi_spec_validator import validate
 
+from app.api.openapi import operation_id
+
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # A binary body (a ZIP) has no meaningful inline example.
 NO_EXAMPLE_NEEDED = ("application/zip", "application/octet-stream")
@@ -150,3 +152,24 @@ def test_examples_match_their_schemas(spec: dict[str, Any]) -> None:
             checked += 1
     assert checked > 50
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("resource", "method", "path", "expected"),
+    [
+        ("widgets", "get", "/api/v1/widgets", "widgets_list"),
+        ("widgets", "post", "/api/v1/widgets", "widgets_create"),
+        ("widgets", "delete", "/api/v1/widgets", "widgets_delete_many"),
+        ("widgets", "put", "/api/v1/widgets/{widget_id}", "widgets_update"),
+        ("widgets", "post", "/api/v1/widgets/{widget_id}/polish", "widgets_polish"),
+        ("widgets", "get", "/api/v1/widgets/{widget_id}/parts", "widgets_parts"),
+        ("widgets", "get", "/api/v1/widgets/{widget_id}/parts/{part_id}", "widgets_get_parts"),
+        ("sprockets", "get", "/api/v1/widgets/{widget_id}/sprockets", "sprockets_list"),
+        ("widget_kinds", "get", "/api/v1/widget-kinds/{kind}", "widget_kinds_get"),
+    ],
+)
+def test_operation_ids_are_derived_from_blueprint_and_path(
+    resource: str, method: str, path: str, expected: str
+) -> None:
+    """A new endpoint gets its name without anyone writing it down."""
+    assert operation_id(resource, method, path) == expected
