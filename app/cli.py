@@ -141,8 +141,9 @@ def worker(burst: bool, name: str | None) -> None:
             # and the I/O threads survive between jobs (a fork per job would lose both).
             # A restarted worker takes a new name: its old registration may outlive it.
             current = f"{name}.{restarts}" if name and restarts else name
-            rq_worker = SimpleWorker([QUEUE_NAME], connection=redis, name=current)
+            rq_worker: Any = None
             try:
+                rq_worker = SimpleWorker([QUEUE_NAME], connection=redis, name=current)
                 rq_worker.work(burst=burst, with_scheduler=False)
             except RedisError as exc:
                 # RQ gives up on a lost connection (and raises again registering its
@@ -164,6 +165,8 @@ def worker(burst: bool, name: str | None) -> None:
 
 def _stop_requested(rq_worker: Any) -> bool:
     """True once the worker was told to stop (SIGTERM or SIGINT), busy or idle."""
+    if rq_worker is None:
+        return False
     return bool(rq_worker._stop_requested or rq_worker._shutdown_requested_date)
 
 

@@ -45,6 +45,7 @@ def _json_reply(status: int, body: Any, headers: dict[str, str] | None = None) -
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # hundreds of clients connect at once (the engine's I/O pool)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (timeouts, size caps) is expected here, not an error."""

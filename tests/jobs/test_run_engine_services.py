@@ -96,8 +96,9 @@ def services_settings(settings: Settings, redis_server: RedisServer) -> Settings
 
 
 @pytest.fixture
-def workers(services_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start `conveyor worker` processes on demand; kill them all at the end."""
+def workers(services_settings: Settings, tmp_path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start `conveyor worker` processes on demand (their logs in ``tmp_path``); kill them
+    all at the end."""
     started: list[subprocess.Popen[bytes]] = []
     env = {
         **os.environ,
@@ -114,14 +115,16 @@ def workers(services_settings: Settings) -> Iterator[list[subprocess.Popen[bytes
         count: int, database_url: str | None = None, **extra: str
     ) -> list[subprocess.Popen[bytes]]:
         for _ in range(count):
+            log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
             started.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "app.cli", "worker"],
                     env={**env, "DATABASE_URL": database_url or env["DATABASE_URL"], **extra},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
+            log.close()
         return started
 
     yield start  # type: ignore[misc]
@@ -428,7 +431,7 @@ def test_a_slow_entity_does_not_hold_up_the_rest_of_its_chunk(
         assert slow.status == "running"
         run = _wait(session, run_id, timeout=60)
     _assert_exact(session, run, 40)
-    assert run.completed == 40
+    assert run.completed == 40, {i.error for i in _items(session, run_id)}
 
 
 def test_kill_9_with_calls_in_flight_keeps_side_effects_exact(
@@ -476,7 +479,7 @@ def test_kill_9_with_calls_in_flight_keeps_side_effects_exact(
 
 
 def test_redis_killed_and_restarted_mid_run_the_run_finishes_by_itself(
-    app_on_services, keys, session, workers, redis_server, slow_receiver
+    app_on_services, keys, session, workers, redis_server, slow_receiver, tmp_path
 ):
     client = app_on_services.test_client()
     workflow, ids = _start(client, keys, 1000, slow_receiver)
@@ -489,7 +492,10 @@ def test_redis_killed_and_restarted_mid_run_the_run_finishes_by_itself(
     run = _wait(session, run_id, timeout=120)
     _assert_exact(session, run, 1000)
     assert run.cancelled == 0
-    assert all(p.poll() is None for p in running)  # no worker died or was restarted
+    # no worker died or was restarted
+    assert all(p.poll() is None for p in running), [
+        (tmp_path / f"worker-{i}.log").read_text()[-3000:] for i in range(len(running))
+    ]
 
 
 def test_cancel_during_in_flight_calls_starts_nothing_after_it(
