@@ -13,6 +13,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Mapped
 
 from app.errors import ValidationFailed
+from app.jsonbody import unstorable_reason
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -26,6 +27,12 @@ class PageArgs(ma.Schema):
 
     class Meta:
         unknown = ma.RAISE
+
+    def on_bind_field(self, field_name: str, field_obj: ma.fields.Field) -> None:
+        """Every integer filter of a list (``updatedSince``...) holds in 64 bits."""
+        from app.schemas import bound_integers
+
+        bound_integers(field_obj)
 
     limit = ma.fields.Integer(
         load_default=DEFAULT_LIMIT,
@@ -52,6 +59,22 @@ def decode_cursor(cursor: str) -> str:
         raise ValidationFailed("Invalid cursor.", {"cursor": ["Not a valid cursor."]}) from exc
 
 
+def cursor_position(cursor: str, key_type: type = str) -> Any:
+    """The key value a cursor names, or a 422: a forged cursor that decodes to something
+    no row can hold (NUL, a surrogate, an integer beyond 64 bits) is refused too."""
+    raw = decode_cursor(cursor)
+    invalid = ValidationFailed("Invalid cursor.", {"cursor": ["Not a valid cursor."]})
+    if unstorable_reason(raw):
+        raise invalid
+    try:
+        position = key_type(raw)
+    except ValueError as exc:
+        raise invalid from exc
+    if isinstance(position, int) and not -(2**63) <= position < 2**63:
+        raise invalid
+    return position
+
+
 def keyset_page(
     query: _SelectT,
     key: Mapped[Any],
@@ -63,11 +86,7 @@ def keyset_page(
     """Restrict ``query`` to the page after ``args['cursor']``, ordered by ``key``."""
     cursor = args.get("cursor")
     if cursor:
-        raw = decode_cursor(cursor)
-        try:
-            position = key_type(raw)
-        except ValueError as exc:
-            raise ValidationFailed("Invalid cursor.", {"cursor": ["Not a valid cursor."]}) from exc
+        position = cursor_position(cursor, key_type)
         query = query.where(key < position if descending else key > position)
     order = key.desc() if descending else key.asc()
     # One extra row tells whether a next page exists without a COUNT.

@@ -71,10 +71,17 @@ def check_cron(expression: str) -> str:
     return normalised
 
 
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @functools.cache
 def _zone_names() -> frozenset[str]:
-    """Every IANA zone name this machine knows (system tz database or the tzdata package)."""
-    return frozenset(zoneinfo.available_timezones())
+    """Every IANA zone name this machine knows (system tz database or the tzdata package).
+
+    Not ``localtime`` (a system's own zone, which a server's time zone would silently
+    decide) nor ``Factory`` or ``posixrules``: they are files in the database, not zones.
+    """
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def check_timezone(name: str) -> zoneinfo.ZoneInfo:
