@@ -2,7 +2,7 @@
 
 With ``CONVEYOR_URL`` and ``CONVEYOR_API_KEY`` set (or ``--url``/``--api-key``),
 ``conveyor runs watch``, ``conveyor runs start`` and ``conveyor workflows
-export|import|validate`` talk to a running Conveyor, local or remote, with the key's
+export|import|validate|generate`` talk to a running Conveyor, local or remote, with the key's
 role and workspace; no database is opened. Without them ``runs watch`` reads the local
 database directly, and, like ``workspaces create``, first checks that it is a migrated
 Conveyor database rather than creating an empty one next to the current directory.
@@ -293,6 +293,46 @@ def workflows_validate(file: str, url: str | None, api_key: str | None) -> None:
     for path, messages in (result.get("errors") or {}).items():
         click.echo(f"{path}: {' '.join(messages)}", err=True)
     sys.exit(1)
+
+
+@workflows.command("generate")
+@click.argument("prompt")
+@click.option("--entity-type", "entity_type_id", required=True, help="The entity type id.")
+@click.option("--credential", default=None, help="An openai credential's name.")
+@click.option("--model", default=None, help="The model (default: the credential's).")
+@click.option("--save", is_flag=True, help="Create the generated workflow (as a draft).")
+@remote_options
+def workflows_generate(
+    prompt: str,
+    entity_type_id: str,
+    credential: str | None,
+    model: str | None,
+    save: bool,
+    url: str | None,
+    api_key: str | None,
+) -> None:
+    """Generate a workflow from PROMPT; print each operation (NDJSON) as it streams in.
+
+    Exits 1 when generation ends in an error; with --save creates the workflow and
+    prints its id on stderr.
+    """
+    from conveyor_client import ConveyorError
+
+    last: dict[str, Any] = {}
+    with remote_client(url, api_key, required=True) as client:
+        try:
+            for operation in client.workflows.generate(
+                prompt, entity_type_id=entity_type_id, credential=credential, model=model
+            ):
+                click.echo(json.dumps(operation, ensure_ascii=False))
+                last = operation
+            if last.get("op") != "done":
+                sys.exit(1)
+            if save:
+                created = client.workflows.create(last["workflow"])
+                click.echo(f"workflow {created['id']} ({created['name']}) created", err=True)
+        except ConveyorError as error:
+            raise _fail(error) from error
 
 
 def register(main: click.Group) -> None:

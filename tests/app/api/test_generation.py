@@ -243,3 +243,42 @@ def test_a_tool_call_that_never_forms_json_is_an_error(
     assert [op["op"] for op in ops] == ["addStep", "error"]
     assert ops[-1]["path"] == "op[1]"
     assert "addStep" in ops[-1]["message"]
+
+
+def test_the_cli_prints_operations_and_saves(
+    client: FlaskClient, keys: Keys, entity_type: dict[str, Any], live_url: str
+) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    env = {"CONVEYOR_URL": live_url, "CONVEYOR_API_KEY": keys.editor}
+    with ToolCallStreamPeer(VALID_CALLS) as peer:
+        _credential(client, keys, peer.base_url)
+        result = CliRunner().invoke(
+            main,
+            ["workflows", "generate", "Describe", "--entity-type", entity_type["id"], "--save"],
+            env=env,
+        )
+    assert result.exit_code == 0, result.output
+    ops = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ops[-1]["op"] == "done"
+    assert "created" in result.stderr
+    listed = client.get("/api/v1/workflows", headers=keys.header("viewer")).json
+    assert [w["name"] for w in listed] == ["Describe and check products"]
+    with ToolCallStreamPeer([("addStep", {"id": "x", "type": "teleport", "config": {}})]) as bad:
+        client.put(
+            f"/api/v1/credentials/{_credential_id(client, keys)}",
+            json={"name": "llm", "settings": {"baseUrl": bad.base_url}},
+            headers=keys.header("editor"),
+        )
+        failed = CliRunner().invoke(
+            main, ["workflows", "generate", "X", "--entity-type", entity_type["id"]], env=env
+        )
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout.splitlines()[-1])["path"] == "steps[0].type"
+
+
+def _credential_id(client: FlaskClient, keys: Keys) -> str:
+    listed = client.get("/api/v1/credentials", headers=keys.header("editor")).json
+    return str(listed[0]["id"])
