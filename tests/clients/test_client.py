@@ -453,3 +453,16 @@ def test_progress_bar_shows_counts_rate_and_eta() -> None:
     now[0] += 10
     run = {"status": "running", "progress": {"total": 100, "completed": 45, "failed": 5}}
     assert bar.render(run) == "[#####.....] 50/100 running (5 failed) 4.0/s ETA 12s"
+
+
+def test_a_refused_connection_is_retried_then_raised() -> None:
+    """Nothing was sent, so even a plain write is tried again, then reported."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: connections refused
+    waited: list[float] = []
+    conveyor = Conveyor(f"http://127.0.0.1:{port}", "cvk_test", sleep=waited.append, max_retries=3)
+    with conveyor, pytest.raises(ConveyorConnectionError) as info:
+        conveyor.entity_types.create(name="Product")
+    assert len(waited) == 3
+    assert info.value.code is None and "ConnectError" in info.value.message
