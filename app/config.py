@@ -26,6 +26,7 @@ class Settings:
     sweep_interval_seconds: int = 5
     embedded_worker_threads: int = 4
     worker_io_concurrency: int = 200
+    run_retention_days: int | None = None  # finished runs older than this are purged
     outbound_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -54,5 +55,6 @@ class Settings:
             sweep_interval_seconds=_int("CONVEYOR_SWEEP_SECONDS", 5),
             embedded_worker_threads=_int("CONVEYOR_WORKER_THREADS", 4),
             worker_io_concurrency=_int("CONVEYOR_WORKER_IO_CONCURRENCY", 200),
+            run_retention_days=_int("CONVEYOR_RUN_RETENTION_DAYS", 0) or None,
             outbound_allow_hosts=tuple(h.strip() for h in allow.split(",") if h.strip()),
         )

@@ -41,6 +41,7 @@ FLUSH_SECONDS = 0.5  # finished work is saved at least this often
 CANCEL_POLL_SECONDS = 0.25  # how often an idle lane asks whether the run was cancelled
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # between failed writes
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+AWAITING_APPROVAL = "awaiting_approval"
 
 
 @dataclass
@@ -55,10 +56,16 @@ class Snapshot:
     error: str | None
     usage: dict[str, int]
     saved: threading.Event | None = None  # set once written (for ``save_now``)
+    changes: dict[str, Any] | None = None  # a dry run's would-be patch and requests
 
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def parked(self) -> bool:
+        """Waiting at a review gate: saved without a claim, lease or worker."""
+        return self.status == AWAITING_APPROVAL
 
 
 def snapshot(item: Item, *, wait: bool = False) -> Snapshot:
@@ -99,6 +106,8 @@ class Checkpointer:
     token: str
     secrets: Any = None  # () -> credential values to redact from what is saved
     keep_partial_changes: bool = False
+    workspace_id: str = ""
+    dry_run: Any = None  # a dry run's services: their ``changes(item)``; no entity is written
     cancel_requested: bool = False
     _dirty: dict[int, Snapshot] = field(default_factory=dict)
     _held: dict[int, Item] = field(default_factory=dict)
@@ -127,7 +136,10 @@ class Checkpointer:
 
     def save(self, item: Item) -> None:
         """Queue a save of ``item`` as it is now; written within ``FLUSH_SECONDS``."""
-        self._put(snapshot(item))
+        snap = snapshot(item)
+        if self.dry_run is not None and snap.final:
+            snap.changes = self.dry_run.changes(item)
+        self._put(snap)
 
     def save_now(self, item: Item) -> bool:
         """Save ``item`` and wait until it is written; False if the lane lost it or is closing.
@@ -240,10 +252,14 @@ class Checkpointer:
                     else:
                         snap.item.lost = True  # the lease lapsed and another lane took it
             if renew:
-                self._renew(session, now, lease, {s.item.seq for s in mine if s.final})
+                self._renew(session, now, lease, {s.item.seq for s in mine if s.final or s.parked})
+            parked = [s for s in mine if s.parked]
+            if parked:
+                _open_approvals(session, self.run_id, parked)
             done = [s for s in mine if s.final]
-            if done:
+            if done and self.dry_run is None:
                 self._write_entities(session, done, now)
+                _apply_kv_writes(session, self.workspace_id, self.job_id, done)
             counts = {status: 0 for status in FINAL_STATUSES}
             for snap in done:
                 counts[snap.status] += 1
@@ -276,7 +292,7 @@ class Checkpointer:
         self.cancel_requested = self.cancel_requested or bool(requested)
         self._polled_at = time.monotonic()
         with self._cond:
-            for snap in done:
+            for snap in done + parked:
                 self._held.pop(snap.item.seq, None)
             for snap in batch:
                 if snap.item.lost:
@@ -372,7 +388,66 @@ def _row(snap: Snapshot, token: str, secrets: list[str], now: int, lease: int) -
         "lease_expires_at": None if final or parked else lease,
         "claim_token": None if final or parked else token,
         "completed_at": now if final else None,
+        "changes": snap.changes,
     }
+
+
+def _open_approvals(session: Session, run_id: str, parked: list[Snapshot]) -> None:
+    """Open a pending approval for each entity that reached a review gate."""
+    from app.services.approvals import open_approvals
+
+    run = session.get(Run, run_id)
+    assert run is not None
+    items = []
+    for snap in parked:
+        gate = snap.records[-1]
+        outputs = {r["stepId"]: r["output"] for r in snap.records if r["status"] == "completed"}
+        entity = snap.item.progress.entity
+        items.append(
+            {
+                "seq": snap.item.seq,
+                "entity_id": snap.item.entity_id,
+                "step_id": gate["stepId"],
+                # what the reviewer judges: the entity as the run has it, with the outputs
+                "preview": {"data": entity.data, "status": entity.status, "steps": outputs},
+                "instructions": (gate.get("output") or {}).get("instructions"),
+                "timeout_hours": None,
+            }
+        )
+    open_approvals(session, run=run, items=items)
+
+
+def _apply_kv_writes(
+    session: Session, workspace_id: str, job_id: str, done: list[Snapshot]
+) -> None:
+    """Apply the ``kvSet``/``kvIncr`` of the entities that completed, atomically with them.
+
+    Increments of one key are summed over the batch (one statement per key). A write the
+    store refuses (an increment of a non-number) is logged on the job and skipped: it must
+    not undo the entities' completion.
+    """
+    from app.errors import ConveyorError
+    from app.services.kv import apply_kv_writes
+
+    sets: dict[str, Any] = {}
+    increments: dict[str, float] = {}
+    for snap in done:
+        if snap.status != "completed":
+            continue
+        for record in snap.records:
+            output = record.get("output") if record.get("status") == "completed" else None
+            if not isinstance(output, dict):
+                continue
+            sets.update(output.get("kvSet") or {})
+            for ref, amount in (output.get("kvIncr") or {}).items():
+                increments[ref] = increments.get(ref, 0) + amount
+    if not (sets or increments):
+        return
+    try:
+        with session.begin_nested():
+            apply_kv_writes(session, workspace_id=workspace_id, sets=sets, increments=increments)
+    except ConveyorError as exc:
+        session.add(JobLog(job_id=job_id, level="error", message=f"KV writes not applied: {exc}"))
 
 
 def _redacted(record: dict[str, Any], secrets: list[str]) -> dict[str, Any]:

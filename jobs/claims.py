@@ -159,6 +159,7 @@ def run_info(session: Session, run: Run) -> RunInfo:
         settings=run.settings or {},
         input=run.input,
         entity_schema=entity_type.schema_ if entity_type else None,
+        dry_run=bool(run.dry_run),
     )
 
 

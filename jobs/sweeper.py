@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import exists, select, update
 from sqlmodel import Session, col
 
 from app.ids import now_ms
 from app.models import Run, RunItem
+from app.services.approvals import expire_approvals
+from app.services.runs import purge_old_runs
 from jobs import runtime
 from jobs.dispatch import start_lanes
 from jobs.finalize import finalize_run
@@ -88,7 +91,25 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
             session.commit()
             if finalize_run(session, run.id):
                 stats["finalized"] += 1
+    with rt.session() as session:
+        stats["expired"] = expire_approvals(session, queue=rt.queue, now_ms=now)
+    stats["purged"] = _purge_if_due(rt, now)
     return stats
+
+
+_purged_at = 0.0
+PURGE_EVERY_SECONDS = 3600.0
+
+
+def _purge_if_due(rt: runtime.Runtime, now: int) -> int:
+    """Remove finished runs past ``CONVEYOR_RUN_RETENTION_DAYS``, at most once an hour."""
+    global _purged_at
+    days = rt.settings.run_retention_days
+    if not days or time.monotonic() - _purged_at < PURGE_EVERY_SECONDS and _purged_at:
+        return 0
+    _purged_at = time.monotonic()
+    with rt.session() as session:
+        return purge_old_runs(session, older_than_ms=now - days * 86_400_000)
 
 
 def _quarantine(session: Session, run: Run, now: int) -> int:

@@ -98,6 +98,7 @@ class StepContext:
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
     paused: float = 0.0  # seconds spent in wait_turn
+    dry_run: bool = False  # a rehearsal: services record deliveries instead of sending them
     should_stop: Callable[[], bool] = lambda: False  # the engine: cancelled or lost
 
     @property

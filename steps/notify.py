@@ -64,4 +64,5 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     if not hasattr(ctx.services, "notify"):
         raise StepError("notifications are not available in this worker")
     ctx.services.notify(config, message=message, subject=subject, ctx=ctx)
-    return StepResult(output={"channel": config["channel"], "delivered": True})
+    # In a dry run the services only record what would have been sent.
+    return StepResult(output={"channel": config["channel"], "delivered": not ctx.dry_run})

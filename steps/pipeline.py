@@ -53,6 +53,7 @@ class RunInfo:
     settings: dict[str, Any]
     input: Any = None
     entity_schema: dict[str, Any] | None = None
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         self.index_of = {step["id"]: i for i, step in enumerate(self.steps)}
@@ -129,6 +130,7 @@ def run_step(
                 deadline=deadline,
                 clock=clock,
                 should_stop=should_stop,
+                dry_run=info.dry_run,
             )
             try:
                 result = get_step_type(step["type"]).run(info.config(index), ctx)
