@@ -28,10 +28,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from app import metrics
 from app.ids import now_ms
 from app.models import Entity, JobLog, Run, RunItem, table_of
 from app.redaction import redact
-from jobs import merge, metrics, runtime
+from jobs import merge, runtime
 from jobs.bulk import bulk_update
 from jobs.claims import Item
 
@@ -189,7 +190,14 @@ class Checkpointer:
                 urgent, self._urgent = self._urgent, False
             now = time.monotonic()
             renew = now - self._renewed_at >= self.rt.settings.lease_seconds / 3
-            if urgent or renew or now - flushed_at >= FLUSH_SECONDS:
+            # The run's heartbeat tells the sweeper this lane is alive, even while every
+            # entity waits on a long call: beat well within its stall threshold.
+            beat = now - flushed_at >= min(
+                self.rt.settings.lease_seconds / 3, self.rt.settings.sweep_interval_seconds
+            )
+            with self._cond:
+                dirty = bool(self._dirty)
+            if urgent or renew or beat or (dirty and now - flushed_at >= FLUSH_SECONDS):
                 if self._flush_once(renew=renew):
                     flushed_at = time.monotonic()
                 else:
