@@ -21,12 +21,16 @@ from typing import Any
 
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from app.errors import ConveyorError, ValidationFailed
 
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 4000
+# How much of a refused (413) body is read and thrown away so the connection can serve the
+# client's next request; past that the connection is closed instead.
+DRAIN_MAX_BYTES = 32 * 1024 * 1024
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -151,3 +155,27 @@ class BoundedRequest(Request):
                 raise RequestEntityTooLarge()
             self._cached_data = data
         return super().get_data(cache, as_text, parse_form_data)  # type: ignore[call-overload, no-any-return]
+
+    def discard_body(self, max_bytes: int = DRAIN_MAX_BYTES) -> bool:
+        """Read and drop what is left of the body (at most ``max_bytes``); True when the
+        body ended, so the connection may carry the client's next request."""
+        raw = self.environ.get("wsgi.input")
+        if raw is None:
+            return True
+        if self.environ.get("wsgi.input_terminated"):
+            stream = raw  # the server frames the body (gunicorn, chunked): read to its end
+        elif self.content_length is not None and "stream" not in self.__dict__:
+            # Refused on its Content-Length before a byte was read: exactly that much is left.
+            stream = LimitedStream(raw, self.content_length)
+        else:
+            return False  # how much is left is unknown
+        drained = 0
+        while drained <= max_bytes:
+            try:
+                data = stream.read(65536)
+            except (OSError, ValueError, ClientDisconnected):
+                return False
+            if not data:
+                return True
+            drained += len(data)
+        return False

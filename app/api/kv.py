@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import request
@@ -11,6 +10,7 @@ from sqlalchemy import select
 from sqlmodel import col
 from webargs.flaskparser import abort
 
+from app import jsonbody
 from app.api import Blueprint
 from app.auth import current_caller, require_role
 from app.db import db_session
@@ -67,7 +67,7 @@ def _body() -> Any:
     if len(raw) > service.MAX_VALUE_BYTES:
         abort(413, message=f"A value is at most {service.MAX_VALUE_BYTES:,} bytes.")
     try:
-        return json.loads(raw)
+        return jsonbody.loads(raw)  # the app's strict loader: NaN, depth, NUL...
     except (ValueError, UnicodeDecodeError):
         abort(400, message="The body must be one JSON value.")
 

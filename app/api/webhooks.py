@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import jsonify, request
@@ -10,6 +9,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app import jsonbody
 from app.api import Blueprint
 from app.auth import current_caller, require_role
 from app.db import db_session
@@ -50,7 +50,7 @@ def _payload() -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return jsonbody.loads(raw)  # the app's strict loader: NaN, depth, NUL...
     except (ValueError, UnicodeDecodeError):
         abort(400, message="The body is not valid JSON.")
 

@@ -10,6 +10,7 @@ from flask import Response, request
 from flask.views import MethodView
 from sqlmodel import col, select
 
+from app import jsonbody
 from app.api import Blueprint
 from app.auth import current_caller, require_role
 from app.db import db_session
@@ -79,12 +80,13 @@ def json_or_yaml_body() -> Any:
     if request.mimetype in YAML_TYPES:
         try:
             body = yaml.load(request.get_data(as_text=True), Loader=_JSONYAMLLoader)  # noqa: S506
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConveyorError(f"The body is not valid YAML: {exc}") from exc
         try:
-            # What is stored is JSON: refuse what has no JSON form (.nan, !!binary, !!set...).
-            return json.loads(json.dumps(body, allow_nan=False))
-        except (TypeError, ValueError) as exc:
+            # What is stored is JSON: refuse what has no JSON form (.nan, !!binary, !!set...),
+            # and what JSON bodies may not hold either (app.jsonbody: depth, NUL...).
+            return jsonbody.loads(json.dumps(body, allow_nan=False))
+        except (TypeError, ValueError, RecursionError) as exc:
             raise ConveyorError(f"The YAML body has no JSON equivalent: {exc}") from exc
     # Not silent: the app's JSON provider answers malformed JSON with its own 400.
     return request.get_json(force=True)
