@@ -61,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if settings.database_url.startswith("sqlite") and app.config.get("AUTO_MIGRATE", True):
         migrate.upgrade(settings.database_url)
     db.init_app(app)
+    migrate.init_app(app)  # 503 "run `conveyor db upgrade`" until the schema is at head
     queue.init_app(app)
     api_module.init_app(app)
     operations.init_app(app)

@@ -39,6 +39,27 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}: {_safe_url(settings.database_url)}")
 
 
+@db.command("check")
+def db_check() -> None:
+    """Exit 0 when the schema is at this version's head revision; else say what to do."""
+    from app import migrate
+    from app.db import get_engine
+
+    settings = Settings.from_env()
+    shown = _safe_url(settings.database_url)
+    if settings.database_url.startswith("sqlite:///"):
+        path = settings.database_url.removeprefix("sqlite:///")
+        if not os.path.isfile(path):  # opening it would create an empty file
+            raise click.ClickException(f"{shown}: no database file: {migrate.UPGRADE_HINT}")
+    try:
+        problem = migrate.schema_problem(get_engine(settings.database_url))
+    except Exception as exc:  # any driver error: unreachable, refused, bad credentials
+        raise click.ClickException(f"{shown}: the database cannot be opened ({exc})") from exc
+    if problem:
+        raise click.ClickException(f"{shown}: {problem}")
+    click.echo(f"database schema at head: {shown}")
+
+
 def _safe_url(url: str) -> str:
     """A database URL without its password, for printing."""
     from sqlalchemy.engine import make_url

@@ -43,16 +43,30 @@ def _check_redis() -> str | None:
     return None
 
 
+def _check_schema() -> str | None:
+    """None when the database schema is at the code's revision, else why not."""
+    from app.migrate import SchemaCheck
+
+    check: SchemaCheck = current_app.extensions["conveyor.schema_check"]
+    try:
+        return check.problem()
+    except Exception as exc:  # unreachable: _check_database reports it
+        return f"database: {type(exc).__name__}"
+
+
 @blp.get("/readyz")
 def readyz() -> Any:
-    """The database and Redis answer; 503 with ``Retry-After`` when one does not."""
+    """The database answers and its schema is migrated, and Redis answers; else 503 with
+    ``Retry-After``."""
     problems = [p for p in (_check_database(), _check_redis()) if p]
+    if not problems and (schema := _check_schema()):
+        problems.append(schema)
     if problems:
         response = jsonify(
             {
                 "code": 503,
                 "status": "Service Unavailable",
-                "message": "A backing service is not reachable: " + ", ".join(problems),
+                "message": "Not ready: " + "; ".join(problems),
                 "errors": {"services": problems},
             }
         )
