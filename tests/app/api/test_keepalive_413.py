@@ -5,60 +5,25 @@ item 11): the refused body is read off the connection (up to a bound, else the a
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 
 import pytest
 
+from tests.app.live_server import conveyor_serve
 from tests.conftest import make_entity_type, make_workflow
 
-ROOT = Path(__file__).resolve().parents[3]
 STEPS = [{"id": "tidy", "type": "transform", "config": {"set": {"seen": True}}}]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def server(settings) -> Iterator[tuple[str, int]]:
     """``conveyor serve`` (gunicorn, gthread, keep-alive) on the test's database."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": "",
-        "CONVEYOR_SECRET_KEY": settings.secret_keys[0],
-        "CONVEYOR_LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert process.poll() is None, "conveyor serve exited"
-            assert time.monotonic() < deadline, "conveyor serve did not start"
-            time.sleep(0.2)
-        yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with conveyor_serve(settings) as url:
+        host, _, port = url.removeprefix("http://").partition(":")
+        yield host, int(port)
 
 
 def _read_response(sock: socket.socket) -> bytes:
