@@ -13,6 +13,7 @@ from flask import Flask, Response, jsonify, request
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter
 
 from app import jsonbody
 from app.errors import ConveyorError, ValidationFailed
@@ -161,10 +162,20 @@ def _refuse_unstorable_url_and_headers() -> None:
         )
 
 
+class CounterConverter(IntegerConverter):
+    """``<int:...>`` path parts (revision versions...) are counters that fit the database's
+    INTEGER column: a larger number matches no route (404), it never reaches SQL."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
 def init_app(app: Flask) -> Api:
     """Create the Api, register every resource blueprint and the error handlers."""
     from app.api.openapi import ConveyorSpecPlugin, add_error_examples, add_operational_paths
 
+    app.url_map.converters["int"] = CounterConverter
     api = Api(
         app,
         spec_kwargs={

@@ -257,3 +257,18 @@ def test_trigger_time_zone_must_be_an_iana_zone(client, keys, zone):
     )
     body = assert_error(response, 422)
     assert "timezone" in body["errors"]
+
+
+def test_an_integer_path_part_beyond_the_column_is_404(client, keys):
+    entity_type = make_entity_type(client, keys)
+    workflow = make_workflow(
+        client,
+        keys,
+        entity_type["id"],
+        [{"id": "t", "type": "transform", "config": {"set": {"a": 1}}}],
+    )
+    url = f"/api/v1/workflows/{workflow['id']}/revisions"
+    assert client.get(f"{url}/1", headers=keys.header()).status_code == 200
+    for version in (2**31, 2**63, 10**30):
+        assert_error(client.get(f"{url}/{version}", headers=keys.header()), 404)
+        assert_error(client.get(f"{url}/{version}/diff", headers=keys.header()), 404)
