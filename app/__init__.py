@@ -55,8 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     install_log_redaction()  # before anything can log a credential (e.g. httpx's request line)
 
     from app import api as api_module
-    from app import console, db, migrate, operations
-    from jobs import queue
+    from app import console, db, migrate, operations, queue
 
     if settings.database_url.startswith("sqlite") and app.config.get("AUTO_MIGRATE", True):
         migrate.upgrade(settings.database_url)

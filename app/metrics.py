@@ -94,7 +94,7 @@ def store_for(settings: Settings) -> MetricsStore:
     """Where this process's metrics go: Redis when it is configured, else this process."""
     if not settings.redis_url:
         return _local_store
-    from jobs.queue import shared_per_redis
+    from app.queue import shared_per_redis
 
     return shared_per_redis("metrics", settings.redis_url, RedisStore)
 

@@ -35,7 +35,7 @@ def _check_redis() -> str | None:
     if not settings.redis_url:
         return None
     try:
-        from jobs.queue import redis_connection
+        from app.queue import redis_connection
 
         redis_connection(settings.redis_url).ping()
     except Exception as exc:  # any client error means "not ready"
@@ -87,8 +87,8 @@ def metrics() -> Response:
     from prometheus_client.exposition import choose_encoder
     from sqlmodel import Session
 
-    from jobs.metrics import ConveyorCollector, store_for
-    from jobs.queue import get_queue
+    from app.metrics import ConveyorCollector, store_for
+    from app.queue import get_queue
 
     engine = current_app.extensions["conveyor.engine"]
     registry = CollectorRegistry()

@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from app.crypto import SecretBox  # noqa: E402
 from app.db import get_engine  # noqa: E402
 from app.models import Run, Workflow  # noqa: E402
+from app.queue import RQQueue  # noqa: E402
 from app.schemas.workflows import SettingsSchema  # noqa: E402
 from app.services.credentials import create_credential  # noqa: E402
 from app.services.entities import create_entities, create_entity_type  # noqa: E402
@@ -53,7 +54,6 @@ from app.services.runs import start_run  # noqa: E402
 from app.services.workflows import create_workflow  # noqa: E402
 from app.services.workspaces import create_workspace  # noqa: E402
 from benchmarks.rate_limit import create_database, drop_database  # noqa: E402
-from jobs.queue import RQQueue  # noqa: E402
 
 BENCH_DB = "conveyor_bench_io"
 SECRET_KEY = "benchmark-secret-key-0123456789abcdef"  # noqa: S105 (a throwaway database)

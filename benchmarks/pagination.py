@@ -25,14 +25,13 @@ from sqlmodel import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import create_app, migrate  # noqa: E402
+from app import create_app, migrate, queue  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import dispose_engines, get_engine  # noqa: E402
 from app.ids import new_id, now_ms  # noqa: E402
 from app.models import EntityType  # noqa: E402
 from app.pagination import encode_cursor  # noqa: E402
 from app.services.workspaces import create_workspace  # noqa: E402
-from jobs import queue  # noqa: E402
 
 BENCH_DB = "conveyor_bench"
 MAX_RATIO = 2.0

@@ -36,13 +36,13 @@ from app import migrate  # noqa: E402
 from app.crypto import SecretBox  # noqa: E402
 from app.db import dispose_engines, get_engine  # noqa: E402
 from app.models import Run  # noqa: E402
+from app.queue import RQQueue  # noqa: E402
 from app.schemas.workflows import SettingsSchema  # noqa: E402
 from app.services.credentials import create_credential  # noqa: E402
 from app.services.entities import create_entities, create_entity_type  # noqa: E402
 from app.services.runs import start_run  # noqa: E402
 from app.services.workflows import create_workflow  # noqa: E402
 from app.services.workspaces import create_workspace  # noqa: E402
-from jobs.queue import RQQueue  # noqa: E402
 from tests.peers import OpenAIPeer  # noqa: E402
 
 BENCH_DB = "conveyor_bench_rate_limit"

@@ -10,15 +10,15 @@ from sqlmodel import Session
 from app import migrate
 from app.config import Settings
 from app.db import get_engine
+from app.queue import ThreadQueue, queue_for
+from app.runtime import Runtime, install
 from app.services import entities as entities_service
 from app.services.entities import create_entities, create_entity_type
 from app.services.runs import start_run
 from app.services.workflows import create_workflow
 from app.services.workspaces import create_workspace
-from jobs.queue import ThreadQueue, queue_for
-from jobs.runtime import Runtime, install
+from app.watch import watch_run
 from jobs.sweeper import start_sweeper_thread
-from jobs.watch import watch_run
 
 PRODUCT_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -1,54 +1,7 @@
-"""What a job function runs against: settings, database engine and task queue."""
+"""The job side's handle on its runtime (settings, engine, queue): see ``app.runtime``."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from app.runtime import Runtime, current, install
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
-from app.config import Settings
-from app.db import get_engine
-
-if TYPE_CHECKING:
-    from jobs.queue import TaskQueue
-
-
-@dataclass
-class Runtime:
-    """Settings, engine and queue shared by the job functions of one process or thread."""
-
-    settings: Settings
-    engine: Engine
-    queue: TaskQueue
-
-    def session(self) -> Session:
-        """A new session on the runtime's database."""
-        return Session(self.engine, expire_on_commit=False)
-
-
-_local = threading.local()
-_global: Runtime | None = None
-
-
-def install(runtime: Runtime, *, thread_only: bool = False) -> None:
-    """Make ``runtime`` current for this thread, or for the whole process."""
-    global _global
-    if thread_only:
-        _local.runtime = runtime
-    else:
-        _global = runtime
-
-
-def current() -> Runtime:
-    """The runtime of this thread, else of this process (built from the environment)."""
-    runtime = getattr(_local, "runtime", None) or _global
-    if runtime is None:
-        from jobs.queue import queue_for
-
-        settings = Settings.from_env()
-        runtime = Runtime(settings, get_engine(settings.database_url), queue_for(settings))
-        install(runtime)
-    return runtime
+__all__ = ["Runtime", "current", "install"]

@@ -28,12 +28,11 @@ from sqlmodel import Session, col
 from app.ids import now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
 from app.services import triggers as service
-from app.services.runs import queue_dispatch
 from app.services.triggers import Outcome, SkipReason
 
 if TYPE_CHECKING:
-    from jobs.queue import TaskQueue
-    from jobs.runtime import Runtime
+    from app.queue import TaskQueue
+    from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +211,7 @@ class Scheduler:
         if moved.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()  # the schedule changed under us; the next tick looks again
             return []
-        session.commit()
-        if run is not None:
-            queue_dispatch(self.queue, run)
+        session.commit()  # a started run's dispatch leaves with this commit
         return events
 
     def _record_missed(
@@ -368,9 +365,7 @@ class Scheduler:
                 event.message = f"{waited} Started when it ended."
                 session.add(event)
                 session.flush()
-        session.commit()
-        if run is not None:
-            queue_dispatch(self.queue, run)
+        session.commit()  # a started run's dispatch leaves with this commit
         return [event]
 
 
@@ -422,3 +417,17 @@ def run_scheduler(
 ) -> None:
     """The ``conveyor scheduler`` process (and the embedded default's scheduler thread)."""
     Scheduler(runtime.engine, runtime.queue).run_forever(interval_seconds, stop_event)
+
+
+def start_scheduler_thread(rt: Runtime) -> threading.Event:
+    """The embedded default runs the cron scheduler in-process, like its worker threads."""
+    from app.runtime import install
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        install(rt, thread_only=True)
+        run_scheduler(rt, stop, interval_seconds=5)
+
+    threading.Thread(target=loop, name="conveyor-scheduler", daemon=True).start()
+    return stop

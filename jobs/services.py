@@ -18,12 +18,12 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics
 from app.config import Settings
 from app.crypto import MissingSecretKey, SecretBox
 from app.errors import ConveyorError
 from app.models import JobLog, Run, Workflow
 from app.redaction import install_log_redaction, redact_text, remember_secrets
-from jobs import metrics
 from jobs.runtime import Runtime
 from steps.base import StepContext
 from steps.clients import ResolvedCredential, mail, notifiers, webhooks
@@ -43,7 +43,7 @@ def limiter_for(settings: Settings) -> RateLimiter:
     """The process's limiter: shared through Redis, or in process in the embedded mode."""
     if not settings.redis_url:
         return _local_limiter
-    from jobs.queue import shared_per_redis
+    from app.queue import shared_per_redis
 
     return shared_per_redis("rate-limiter", settings.redis_url, RedisRateLimiter)
 

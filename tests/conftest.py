@@ -103,7 +103,7 @@ def app(settings: Settings) -> Iterator[Flask]:
         }
     )
     yield application
-    from jobs import queue
+    from app import queue
 
     queue.shutdown_app(application)
 

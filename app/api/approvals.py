@@ -13,6 +13,7 @@ from app.auth import current_caller, require_role
 from app.db import db_session
 from app.models import Approval
 from app.pagination import keyset_page, page_headers
+from app.queue import get_queue
 from app.schemas.approvals import (
     ApprovalQueryArgsSchema,
     ApprovalSchema,
@@ -22,7 +23,6 @@ from app.schemas.approvals import (
 )
 from app.services import approvals as service
 from app.services import audit
-from jobs.queue import get_queue
 
 URL_PREFIX = "/approvals"
 blp = Blueprint(

@@ -84,6 +84,7 @@ class EntitiesBulk(MethodView):
 
         body, status, _ = idempotent(
             session=session,
+            key=request.headers.get("Idempotency-Key"),
             workspace_id=caller.workspace_id,
             scope="entities.bulk",
             body=request.get_json(silent=True),

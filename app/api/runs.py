@@ -14,6 +14,7 @@ from app.auth import current_caller, require_role
 from app.db import db_session
 from app.models import Run, RunItem
 from app.pagination import keyset_page, page_headers
+from app.queue import get_queue
 from app.schemas.run_history import DeletedSchema, RunHistoryDeleteArgsSchema
 from app.schemas.runs import (
     RunCreatedSchema,
@@ -27,7 +28,6 @@ from app.services import approvals, audit
 from app.services import runs as service
 from app.services.idempotency import idempotent
 from app.services.workflows import get_workflow
-from jobs.queue import get_queue
 
 URL_PREFIX = "/workflows"
 blp = Blueprint("runs", __name__, description="Runs of a workflow over a batch of entities.")
@@ -110,7 +110,6 @@ class WorkflowRun(MethodView):
             session=session, workspace_id=caller.workspace_id, workflow_id=workflow_id
         )
         queue = get_queue()
-        created: list[Run] = []
 
         def start() -> tuple[Any, int]:
             run = service.start_run(
@@ -124,19 +123,17 @@ class WorkflowRun(MethodView):
                 sample=data.get("sample"),
                 commit=False,
             )
-            created.append(run)
             audit.annotate(total=run.total, dryRun=run.dry_run)
             return {"jobId": run.job_id, "runId": run.id}, 202
 
         body, status, _ = idempotent(
             session=session,
+            key=request.headers.get("Idempotency-Key"),
             workspace_id=caller.workspace_id,
             scope=f"run:{workflow_id}",
             body=request.get_json(silent=True),
             action=start,
         )
-        if created:
-            service.queue_dispatch(queue, created[0])
         return {"job_id": body["jobId"], "run_id": body["runId"]}
 
 
@@ -247,7 +244,9 @@ class WorkflowRunCancel(MethodView):
     @blp.response(200, RunSchema)
     def post(self, workflow_id: str, run_id: str) -> Any:
         """Cancel a run: pending entities never start, running ones stop at the next step"""
-        run = service.cancel_run(session=db_session(), run=_run(workflow_id, run_id))
+        run = service.cancel_run(
+            session=db_session(), run=_run(workflow_id, run_id), queue=get_queue()
+        )
         return run_view(run)
 
 

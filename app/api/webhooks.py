@@ -13,12 +13,10 @@ from app import jsonbody
 from app.api import Blueprint
 from app.auth import current_caller, require_role
 from app.db import db_session
-from app.models import Run
+from app.queue import get_queue
 from app.schemas.triggers import WebhookFiredSchema
 from app.services import triggers as service
 from app.services.idempotency import idempotent
-from app.services.runs import queue_dispatch
-from jobs.queue import get_queue
 
 URL_PREFIX = "/webhooks"
 MAX_BODY_BYTES = 1024 * 1024
@@ -69,19 +67,17 @@ class Webhooks(MethodView):
         )
         payload = _payload()
         queue = get_queue()
-        started: list[Run] = []
 
         def fire() -> tuple[Any, int]:
-            body, run = service.fire_webhook(
+            body, _ = service.fire_webhook(
                 session=session, queue=queue, trigger=trigger, payload=payload
             )
-            if run is not None:
-                started.append(run)
             return WebhookFiredSchema().dump(body), 202
 
         try:
             body, status, _ = idempotent(
                 session=session,
+                key=request.headers.get("Idempotency-Key"),
                 workspace_id=caller.workspace_id,
                 scope=f"webhook:{trigger_id}",
                 body=payload,
@@ -91,8 +87,6 @@ class Webhooks(MethodView):
             session.rollback()
             service.record_refused_delivery(session=session, trigger_id=trigger_id, refusal=refusal)
             raise
-        if started:
-            queue_dispatch(queue, started[0])
         response = jsonify(body)
         response.status_code = status
         return response

@@ -39,7 +39,7 @@ def init_store(app: Flask) -> None:
     settings = app.config["CONVEYOR"]
     store: SessionStore
     if settings.redis_url:
-        from jobs.queue import redis_connection
+        from app.queue import redis_connection
 
         store = RedisSessionStore(redis_connection(settings.redis_url))
     else:

@@ -32,6 +32,7 @@ from app.console import auth, formatting, queries
 from app.db import db_session
 from app.errors import ConveyorError
 from app.models import ApiKey, Approval, Credential, Run, Workflow
+from app.queue import get_queue
 from app.schemas.credentials import CREDENTIAL_TYPES, CredentialSchema
 from app.schemas.runs import ITEM_STATUSES
 from app.services import credentials as credentials_service
@@ -40,7 +41,6 @@ from app.services import runs as runs_service
 from app.services import triggers as triggers_service
 from app.services import workflows as workflows_service
 from app.services import workspaces as workspaces_service
-from jobs.queue import get_queue
 from steps.clients.outbound import OutboundPolicy
 
 bp = Blueprint(

@@ -44,7 +44,9 @@ from sqlmodel import Session, col
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Approval, Run, RunItem, table_of
+from app.queue import PROCESS_LANE, TaskQueue
 from app.services import audit
+from app.services.finalize import finalize_and_notify
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
 STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED)
@@ -337,16 +339,14 @@ def _decide(
         )
 
 
-def after_commit(session: Session, queue: Any, outcome: Outcome) -> None:
+def after_commit(session: Session, queue: TaskQueue, outcome: Outcome) -> None:
     """Queue lanes for runs with resumed entities; finalize runs whose last items ended."""
     for run_id, count in sorted(outcome.resumed.items()):
         for _ in range(min(MAX_LANES, max(1, math.ceil(count / ENTITIES_PER_LANE)))):
-            queue.enqueue("jobs.chunks.process_lane", run_id)
+            queue.enqueue(PROCESS_LANE, run_id)
     if outcome.finished:
-        from jobs.finalize import finalize_run
-
         for run_id in sorted(outcome.finished):
-            finalize_run(session, run_id)
+            finalize_and_notify(session, queue, run_id)
 
 
 def _decision_status(decision: str) -> str:

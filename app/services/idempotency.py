@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -25,18 +24,20 @@ def request_hash(body: Any) -> str:
 def idempotent(
     *,
     session: Session,
+    key: str | None,
     workspace_id: str,
     scope: str,
     body: Any,
     action: Callable[[], tuple[Any, int]],
 ) -> tuple[Any, int, bool]:
-    """Run ``action`` once per ``Idempotency-Key``; returns ``(response, status, replayed)``.
+    """Run ``action`` once per idempotency ``key``; returns ``(response, status, replayed)``.
+
+    ``key`` is the request's ``Idempotency-Key`` header (``None``: no key, act every time).
 
     The key's record is inserted in the same transaction as the action's writes, so a
     concurrent request with the same key blocks on the unique index and then replays.
     ``action`` must flush but not commit; this function commits.
     """
-    key = request.headers.get("Idempotency-Key")
     if not key:
         response, status = action()
         session.commit()

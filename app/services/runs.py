@@ -10,8 +10,9 @@ from sqlmodel import Session, col
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Entity, Job, JobLog, Run, RunItem, RunSelection, Workflow
+from app.queue import DISPATCH_RUN, TaskQueue, enqueue_after_commit
 from app.services.approvals import close_for_cancel
-from jobs.queue import TaskQueue
+from app.services.finalize import finalize_and_notify
 
 TERMINAL = ("completed", "failed", "cancelled")
 SQLITE_BATCH = 20_000
@@ -80,8 +81,8 @@ def start_run(
     """Create a run and its job, and queue its dispatch; the fan-out happens in the background.
 
     ``entity_ids`` are checked (unknown ids or ids of another type → 422 listing them);
-    a ``selector`` is evaluated now. With ``commit=False`` the caller commits, and must
-    call :func:`queue_dispatch` after its commit. ``sample`` keeps that many entities of
+    a ``selector`` is evaluated now. The dispatch leaves for ``queue`` when the session
+    commits (with ``commit=False``, when the caller commits). ``sample`` keeps that many entities of
     the selection, spread evenly over it; a ``dry_run`` writes no entity and delivers nothing
     (the engine records each item's would-be ``changes`` instead).
     """
@@ -150,9 +151,10 @@ def start_run(
     )
     session.add(RunSelection(run_id=run_id, entity_ids=ids))
     session.flush()
+    if run.status == "pending":  # an empty selection has nothing to dispatch
+        enqueue_after_commit(session, queue, DISPATCH_RUN, run.id)
     if commit:
         session.commit()
-        queue_dispatch(queue, run)
     return run
 
 
@@ -161,12 +163,6 @@ def spread_sample(ids: list[str], size: int) -> list[str]:
     if size >= len(ids):
         return ids
     return [ids[(i * len(ids)) // size] for i in range(size)]
-
-
-def queue_dispatch(queue: TaskQueue, run: Run) -> None:
-    """Send a run's dispatch to the workers (a no-op for a run that is already over)."""
-    if run.status == "pending":
-        queue.enqueue("jobs.dispatch.dispatch_run", run.id)
 
 
 def get_run(
@@ -210,8 +206,12 @@ def insert_run_items(*, session: Session, run_id: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def cancel_run(*, session: Session, run: Run) -> Run:
-    """Cancel: pending entities never start; running ones stop at their next step boundary."""
+def cancel_run(*, session: Session, run: Run, queue: TaskQueue | None = None) -> Run:
+    """Cancel: pending entities never start; running ones stop at their next step boundary.
+
+    A run that this cancel finishes sends its summary through ``queue`` (default: the
+    process's).
+    """
     if run.status in TERMINAL:
         raise Conflict(f"The run is already {run.status}.")
     now = now_ms()
@@ -279,9 +279,11 @@ def cancel_run(*, session: Session, run: Run) -> Run:
             .values(cancel_requested=True, cancelled=col(Run.cancelled) + cancelled)
         )
         session.commit()
-        from jobs.finalize import finalize_run
+        if queue is None:
+            from app.runtime import current
 
-        finalize_run(session, run.id)
+            queue = current().queue
+        finalize_and_notify(session, queue, run.id)
     session.refresh(run)
     return run
 

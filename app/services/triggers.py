@@ -25,8 +25,8 @@ from sqlmodel import Session, col
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
+from app.queue import TaskQueue
 from app.services.runs import TERMINAL, select_entity_ids, start_run
-from jobs.queue import TaskQueue
 
 TRIGGER_TYPES = ("cron", "webhook")
 OVERLAP_POLICIES = ("skip", "queue", "allow")

@@ -4,11 +4,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from app import create_app, migrate
+from app import create_app, migrate, queue
 from app.cli import main
 from app.config import Settings
 from app.db import dispose_engines, get_engine
-from jobs import queue
 
 
 @pytest.fixture

@@ -273,6 +273,6 @@ def test_upgrade_from_0001_backfills_a_revision_per_workflow_and_pinned_version(
         diff = client.get("/api/v1/workflows/wf_1/revisions/3/diff", headers=auth(key)).json
         assert {"op": "add", "path": "/steps/1", "value": V3_STEPS[1]} in diff
     finally:
-        from jobs import queue
+        from app import queue
 
         queue.shutdown_app(app)

@@ -4,9 +4,8 @@ import re
 
 import pytest
 
-from app import create_app
+from app import create_app, queue
 from app.config import Settings
-from jobs import queue
 
 
 @pytest.fixture

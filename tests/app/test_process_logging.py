@@ -23,7 +23,7 @@ from app.ids import now_ms
 from app.models import Run, Trigger, Workflow
 from app.services import entities as entities_service
 from app.services.runs import start_run
-from jobs.watch import watch_run
+from app.watch import watch_run
 from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow
 from tests.jobs.test_run_engine import STEPS
 

@@ -6,7 +6,7 @@ import fakeredis
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from jobs import metrics
+from app import metrics
 from tests.conftest import make_entities, make_entity_type, make_workflow
 from tests.jobs.test_run_engine import STEPS, wait_for_run
 

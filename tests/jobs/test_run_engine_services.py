@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from app.config import Settings
 from app.models import Entity, Run, RunItem
-from jobs.queue import RQQueue
+from app.queue import RQQueue
 from tests.conftest import PG_URL, make_entities, make_entity_type, make_workflow
 from tests.peers import OpenAIPeer, RedisServer, TcpProxy, WebhookReceiver
 
@@ -56,7 +56,7 @@ def app(settings: Settings) -> Iterator[Flask]:
     worker threads would otherwise pick up stalled runs: here only the worker processes
     under test may recover a run."""
     from app import create_app
-    from jobs import queue as queue_module
+    from app import queue as queue_module
 
     application = create_app(
         {
@@ -200,7 +200,7 @@ def _assert_exact(session: Session, run: Run, count: int) -> None:
 @pytest.fixture
 def app_on_services(services_settings, redis):
     from app import create_app
-    from jobs import queue as queue_module
+    from app import queue as queue_module
 
     application = create_app(
         {"CONVEYOR": services_settings, "AUTO_MIGRATE": False, "TESTING": True}

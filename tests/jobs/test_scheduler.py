@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from app import create_app
+from app import create_app, queue
 from app.ids import now_ms
 from app.models import Entity, Run, Trigger, TriggerEvent
 from app.schemas.triggers import TriggerSchema, TriggerUpdateSchema
@@ -22,7 +22,6 @@ from app.services.triggers import (
     previous_fire_time,
     update_trigger,
 )
-from jobs import queue
 from jobs.runtime import Runtime
 from jobs.scheduler import Scheduler, run_scheduler
 from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow

@@ -23,10 +23,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from app import create_app
+from app import create_app, queue
 from app.models import Run, Trigger, TriggerEvent
 from app.services.triggers import fire_times, next_run_at
-from jobs import queue
 from tests.conftest import PG_URL, REDIS_URL, make_entities, make_entity_type, make_workflow
 
 pytestmark = [

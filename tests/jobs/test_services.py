@@ -286,8 +286,7 @@ def test_a_run_generates_publishes_and_summarises(client, keys, session, setting
 def test_publish_killed_mid_step_and_resumed_delivers_each_entity_once(settings):
     """A worker is SIGKILLed while a publish is in flight; another resumes the run; the
     receiver, deduping on webhook-id, sees every entity exactly once."""
-    from app import create_app
-    from jobs import queue
+    from app import create_app, queue
 
     settings = dataclasses.replace(settings, redis_url=REDIS_URL)
     application = create_app(

@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from jobs import metrics
+from app import metrics
 from steps import ai_generate
 from steps.errors import StepError, TransientError
 from tests.peers import AnthropicPeer, OpenAIPeer, WebhookReceiver

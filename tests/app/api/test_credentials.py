@@ -160,7 +160,7 @@ def no_key_app(settings):
         }
     )
     yield application
-    from jobs import queue
+    from app import queue
 
     queue.shutdown_app(application)
 
