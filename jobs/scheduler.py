@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
+from app import cron
 from app.ids import now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
 from app.services import triggers as service
@@ -189,8 +190,8 @@ class Scheduler:
             return []
         due = trigger.next_run_at
         zone = ZoneInfo(trigger.timezone)
-        latest_dt = service.previous_fire_time(trigger.cron, zone, service.from_ms(now))
-        latest = max(due, service.to_ms(latest_dt)) if latest_dt else due
+        latest_dt = cron.previous_fire_time(trigger.cron, zone, cron.from_ms(now))
+        latest = max(due, cron.to_ms(latest_dt)) if latest_dt else due
         fire_at: int | None = latest if now - latest <= self.misfire_grace_ms else None
         if fire_at is None and trigger.catch_up == "last":
             fire_at = latest
@@ -202,11 +203,11 @@ class Scheduler:
         if fire_at is not None:
             event, run = self._fire(session, trigger, fire_at, now)
             events.append(event)
-        following = service.next_fire_time(trigger.cron, zone, service.from_ms(max(now, latest)))
+        following = cron.next_fire_time(trigger.cron, zone, cron.from_ms(max(now, latest)))
         moved = session.execute(
             update(Trigger)
             .where(col(Trigger.id) == trigger.id, col(Trigger.next_run_at) == due)
-            .values(next_run_at=service.to_ms(following))
+            .values(next_run_at=cron.to_ms(following))
         )
         if moved.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()  # the schedule changed under us; the next tick looks again
@@ -219,14 +220,14 @@ class Scheduler:
     ) -> TriggerEvent:
         """One skipped event summarising the times missed while no scheduler ran."""
         assert trigger.cron is not None
-        times = service.fire_times(
-            trigger.cron, zone, service.from_ms(first), service.from_ms(last)
+        times = cron.fire_times(
+            trigger.cron, zone, cron.from_ms(first), cron.from_ms(last)
         )
         count = 0
         last_missed = first
         for moment in times:
             count += 1
-            last_missed = service.to_ms(moment)
+            last_missed = cron.to_ms(moment)
             if count >= MISSED_COUNT_CAP:
                 break
         counted = f"{count:,}" + ("+" if count >= MISSED_COUNT_CAP else "")

@@ -6,6 +6,7 @@ from typing import Any
 
 import marshmallow as ma
 
+from app.cron import check_cron, check_timezone
 from app.pagination import PageArgs
 from app.schemas import Schema, Timestamp
 from app.services.triggers import (
@@ -14,8 +15,6 @@ from app.services.triggers import (
     TRIGGER_TYPES,
     UPDATED_SINCE_LAST_RUN,
     Outcome,
-    check_cron,
-    check_timezone,
 )
 
 

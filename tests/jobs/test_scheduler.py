@@ -12,16 +12,11 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from app import create_app, queue
+from app.cron import next_fire_time, previous_fire_time
 from app.ids import now_ms
 from app.models import Entity, Run, Trigger, TriggerEvent
 from app.schemas.triggers import TriggerSchema, TriggerUpdateSchema
-from app.services.triggers import (
-    create_trigger,
-    delete_trigger,
-    next_fire_time,
-    previous_fire_time,
-    update_trigger,
-)
+from app.services.triggers import create_trigger, delete_trigger, update_trigger
 from jobs.runtime import Runtime
 from jobs.scheduler import Scheduler, run_scheduler
 from tests.conftest import RecordingQueue, make_entities, make_entity_type, make_workflow

@@ -24,8 +24,9 @@ import pytest
 from sqlalchemy import select, update
 
 from app import create_app, queue
+from app.cron import fire_times
 from app.models import Run, Trigger, TriggerEvent
-from app.services.triggers import fire_times, next_run_at
+from app.services.triggers import next_run_at
 from tests.conftest import PG_URL, REDIS_URL, make_entities, make_entity_type, make_workflow
 
 pytestmark = [
