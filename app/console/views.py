@@ -541,7 +541,7 @@ def create_credential() -> Any:
         try:
             data = CredentialSchema().load(payload)
         except ma.ValidationError as exc:
-            from app.api import flatten_errors
+            from app.errors import flatten_errors
 
             errors = flatten_errors(exc.messages)
             raise ConveyorError(

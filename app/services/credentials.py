@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from app.config import Settings
 from app.crypto import CryptoError, MissingSecretKey, SecretBox
 from app.db import conflict_on_integrity_error
-from app.errors import ConveyorError, NotFound, ServiceUnavailable, ValidationFailed
+from app.errors import ConveyorError, NotFound, ServiceUnavailable, ValidationFailed, flatten_errors
 from app.ids import new_id, now_ms
 from app.models import Credential
 from app.redaction import redact_text, remember_secrets
@@ -50,8 +50,6 @@ def _load_fields(
     try:
         return load_type_fields(type_, data=data, settings=settings)
     except ma.ValidationError as exc:
-        from app.api import flatten_errors
-
         errors = flatten_errors(exc.messages)
         first = next(iter(errors))
         raise ValidationFailed(

@@ -25,7 +25,7 @@ import marshmallow as ma
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from app.errors import ConveyorError, NotFound, ValidationFailed
+from app.errors import ConveyorError, NotFound, ValidationFailed, flatten_errors
 from app.models import Credential
 from app.schemas.workflows import SettingsSchema, StepSchema
 from app.services.credentials import CredentialUnavailable, open_credential
@@ -217,8 +217,6 @@ class Draft:
 
     def add_step(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """A step checked against the registry: its shape, its type, its type's Config."""
-        from app.api import flatten_errors
-
         index = len(self.steps)
         path = f"steps[{index}]"
         if index >= MAX_STEPS:
@@ -248,8 +246,6 @@ class Draft:
         return checked
 
     def set_settings(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        from app.api import flatten_errors
-
         merged = {**self.settings, **arguments}
         try:
             SettingsSchema().load(merged)

@@ -16,7 +16,7 @@ from typing import Any
 import marshmallow as ma
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ValidationFailed
+from app.errors import Conflict, ValidationFailed, flatten_errors
 from app.ids import new_id
 from app.models import EntityType, Workflow
 from app.schemas.workflows import (
@@ -59,8 +59,6 @@ def export_document(*, session: Session, workflow: Workflow) -> dict[str, Any]:
 
 def load_document(body: Any) -> dict[str, Any]:
     """A document's fields (snake_case), or 422 naming the failing paths."""
-    from app.api import flatten_errors
-
     try:
         return WorkflowDocumentSchema().load(body)
     except ma.ValidationError as exc:
@@ -133,8 +131,6 @@ def import_document(
 
 def validation_errors(*, session: Session, workspace_id: str, body: Any) -> dict[str, list[str]]:
     """What saving ``body`` (a workflow body or a document) would refuse; ``{}`` when valid."""
-    from app.api import flatten_errors
-
     try:
         if is_document(body):
             document = load_document(body)

@@ -10,7 +10,7 @@ import marshmallow as ma
 from sqlalchemy import delete, exists, select
 from sqlmodel import Session, col
 
-from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed, flatten_errors
 from app.ids import new_id, now_ms
 from app.models import Run, Workflow, WorkflowRevision
 from app.services.entities import get_entity_type
@@ -47,8 +47,6 @@ def check_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             module.Config().load(step.get("config") or {})
         except ma.ValidationError as exc:
-            from app.api import flatten_errors
-
             errors.update(flatten_errors(exc.messages, f"steps[{index}].config"))
         name, config = step.get("name"), step["config"]
         checked.append({"id": step_id, "type": step["type"], "name": name, "config": config})
