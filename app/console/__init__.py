@@ -24,9 +24,14 @@ def swagger_ui_dir() -> Path:
 
 def init_app(app: Flask) -> None:
     """Register the console blueprint, its session store and Swagger UI's assets."""
-    from app.console import auth
-    from app.console.views import bp
+    import importlib
 
+    from app.console import auth
+    from app.console.blueprint import bp
+    from app.console.views import VIEW_MODULES
+
+    for name in VIEW_MODULES:  # each module adds its routes to the one blueprint
+        importlib.import_module(f"app.console.views.{name}")
     auth.init_store(app)
     app.register_blueprint(bp)
 
