@@ -1,13 +1,10 @@
-"""API keys: generation, hashing at rest, authentication and role checks."""
+"""API keys: authentication of a request and role checks (keys themselves: ``app.keys``)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, request
@@ -17,41 +14,15 @@ from webargs.flaskparser import abort  # flask_smorest re-exports it untyped (no
 
 from app.db import db_session
 from app.ids import now_ms
+from app.keys import KEY_PREFIX, Caller, hash_key
 from app.models import ApiKey
 from app.services import audit
+from app.statuses import ROLES  # noqa: F401 (re-exported: the console lists them)
 
-ROLES = ("viewer", "executor", "editor", "admin")
-KEY_PREFIX = "cvk_"
 # lastUsedAt is written at most this often per key, so reads do not all become writes.
 LAST_USED_RESOLUTION_MS = 60_000
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated key behind the current request."""
-
-    key_id: str
-    workspace_id: str
-    role: str
-    name: str
-    key_prefix: str
-
-    def has_role(self, role: str) -> bool:
-        """True when this key's role is ``role`` or above."""
-        return ROLES.index(self.role) >= ROLES.index(role)
-
-
-def generate_key() -> tuple[str, str, str]:
-    """A new key as ``(full_key, display_prefix, sha256_hex)``."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, key[:12], hash_key(key)
-
-
-def hash_key(key: str) -> str:
-    """SHA-256 of a key: keys are high-entropy, so a fast hash is the right tool."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def authenticate() -> Caller:

@@ -28,14 +28,15 @@ from sqlmodel import col
 
 from app.config import Settings
 from app.models import Run
+from app.statuses import TERMINAL, RunStatus
 
 log = logging.getLogger(__name__)
 
 STEP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STEP_DURATIONS = "step_duration"
 PROVIDER_CALLS = "provider_calls"
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-OUTCOMES = ("completed", "failed", "cancelled")
+RUN_STATUSES = tuple(RunStatus)
+OUTCOMES = TERMINAL
 
 
 class MetricsStore(Protocol):
@@ -171,7 +172,7 @@ class ConveyorCollector:
                     func.sum(
                         col(Run.total) - col(Run.completed) - col(Run.failed) - col(Run.cancelled)
                     )
-                ).where(col(Run.status).in_(("pending", "running")))
+                ).where(col(Run.status).in_((RunStatus.PENDING, RunStatus.RUNNING)))
             )
         runs = GaugeMetricFamily("conveyor_runs", "Runs by status.", labels=["status"])
         for status in sorted(set(RUN_STATUSES) | set(by_status)):

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.ids import now_ms
+from app.statuses import ApprovalStatus, ItemStatus, RunStatus, WorkflowStatus
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only autoincrements INTEGER PRIMARY KEY.
@@ -109,7 +110,7 @@ class Workflow(SQLModel, table=True):
     entity_type_id: str = Field(foreign_key="entity_types.id", max_length=40)
     name: str = Field(max_length=200)
     description: str | None = Field(default=None)
-    status: str = Field(default="draft", max_length=20)
+    status: str = Field(default=WorkflowStatus.DRAFT, max_length=20)
     steps: list[dict[str, Any]] = _json(False)
     settings: dict[str, Any] = _json(False)
     version: int = Field(default=1)
@@ -144,7 +145,7 @@ class Run(SQLModel, table=True):
     workflow_id: str = Field(foreign_key="workflows.id", max_length=40)
     workflow_version: int
     job_id: str = Field(max_length=40)
-    status: str = Field(default="pending", max_length=20)
+    status: str = Field(default=RunStatus.PENDING, max_length=20)
     total: int = Field(default=0)
     completed: int = Field(default=0)
     failed: int = Field(default=0)
@@ -187,7 +188,7 @@ class RunItem(SQLModel, table=True):
     run_id: str = Field(primary_key=True, foreign_key="runs.id", max_length=40)
     seq: int = Field(primary_key=True)
     entity_id: str = Field(max_length=40)
-    status: str = Field(default="pending", max_length=20)
+    status: str = Field(default=ItemStatus.PENDING, max_length=20)
     attempts: int = Field(default=0)
     error: str | None = Field(default=None)
     next_step: int = Field(default=0)
@@ -377,7 +378,7 @@ class Approval(SQLModel, table=True):
     step_id: str = Field(max_length=80)
     entity_id: str = Field(max_length=40)
     item_seq: int
-    status: str = Field(default="pending", max_length=20)
+    status: str = Field(default=ApprovalStatus.PENDING, max_length=20)
     preview: Any = _json()
     instructions: str | None = Field(default=None)
     assignees: list[str] | None = _json()

@@ -18,14 +18,18 @@ import logging
 import queue as stdlib_queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from flask import Flask
 from redis import Redis
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlmodel import Session as SQLModelSession
 
 from app.config import Settings
+from app.db import get_engine
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +123,6 @@ class ThreadQueue:
     """Tasks run by worker threads in this process: no Redis needed."""
 
     def __init__(self, settings: Settings, threads: int) -> None:
-        from app.db import get_engine
-        from app.runtime import Runtime, install
-
         self._tasks: stdlib_queue.Queue[tuple[str, tuple[Any, ...]] | None] = stdlib_queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -182,6 +183,48 @@ def queue_for(settings: Settings) -> TaskQueue:
     return ThreadQueue(settings, settings.embedded_worker_threads)
 
 
+# --- runtime ---------------------------------------------------------------------------
+# What a task runs against. The web app installs one for its process (``init_app``), as do
+# ``conveyor worker`` and ``conveyor scheduler``; the embedded worker threads install
+# theirs per thread. Job functions reach it through ``jobs.runtime.current()``.
+
+
+@dataclass
+class Runtime:
+    """Settings, engine and queue shared by the job functions of one process or thread."""
+
+    settings: Settings
+    engine: Engine
+    queue: TaskQueue
+
+    def session(self) -> SQLModelSession:
+        """A new session on the runtime's database."""
+        return SQLModelSession(self.engine, expire_on_commit=False)
+
+
+_local = threading.local()
+_global: Runtime | None = None
+
+
+def install(runtime: Runtime, *, thread_only: bool = False) -> None:
+    """Make ``runtime`` current for this thread, or for the whole process."""
+    global _global
+    if thread_only:
+        _local.runtime = runtime
+    else:
+        _global = runtime
+
+
+def current() -> Runtime:
+    """The runtime of this thread, else of this process (built from the environment)."""
+    runtime = getattr(_local, "runtime", None) or _global
+    if runtime is None:
+        settings = Settings.from_env()
+        runtime = Runtime(settings, get_engine(settings.database_url), queue_for(settings))
+        install(runtime)
+    return runtime
+
+
 # --- after commit ---------------------------------------------------------------------
 
 _PENDING = "conveyor.enqueue_after_commit"
@@ -219,9 +262,6 @@ def _drop_pending(session: Session) -> None:
 
 def init_app(app: Flask) -> None:
     """Give the app its queue; the embedded default starts worker threads and its loops."""
-    from app.db import get_engine
-    from app.runtime import Runtime, install
-
     settings: Settings = app.config["CONVEYOR"]
     task_queue = queue_for(settings)
     app.extensions["conveyor.queue"] = task_queue

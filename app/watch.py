@@ -9,8 +9,7 @@ from sqlmodel import Session
 from tqdm import tqdm
 
 from app.models import Run
-
-FINAL = ("completed", "failed", "cancelled")
+from app.statuses import TERMINAL
 
 
 def summary(run: Run) -> str:
@@ -47,7 +46,7 @@ def watch_run(engine: Engine, run_id: str, *, interval: float = 0.5) -> Run | No
             bar.set_postfix_str(
                 f"completed={run.completed}, failed={run.failed}, cancelled={run.cancelled}"
             )
-            if run.status in FINAL:
+            if run.status in TERMINAL:
                 break
             time.sleep(interval)
     print(summary(run))

@@ -24,8 +24,7 @@ def worker(burst: bool, name: str | None) -> None:
     from rq import SimpleWorker
 
     from app.db import get_engine
-    from app.queue import QUEUE_NAME, RQQueue, redis_connection
-    from app.runtime import Runtime, install
+    from app.queue import QUEUE_NAME, RQQueue, Runtime, install, redis_connection
     from jobs.sweeper import start_sweeper_thread
 
     settings = Settings.from_env()

@@ -10,13 +10,13 @@ from sqlmodel import Session
 from app import migrate
 from app.config import Settings
 from app.db import get_engine
-from app.queue import ThreadQueue, queue_for
-from app.runtime import Runtime, install
+from app.queue import Runtime, ThreadQueue, install, queue_for
 from app.services import entities as entities_service
 from app.services.entities import create_entities, create_entity_type
 from app.services.runs import start_run
 from app.services.workflows import create_workflow
 from app.services.workspaces import create_workspace
+from app.statuses import RunStatus, WorkflowStatus
 from app.watch import watch_run
 from jobs.sweeper import start_sweeper_thread
 
@@ -112,7 +112,7 @@ def run_demo(count: int) -> None:
                 "name": "Publish products",
                 "description": "demo",
                 "entity_type_id": entity_type.id,
-                "status": "active",
+                "status": WorkflowStatus.ACTIVE,
                 "steps": DEMO_STEPS,
                 "settings": SettingsSchema().load({"toleratedFailurePercentage": 5}),
             },
@@ -133,5 +133,5 @@ def run_demo(count: int) -> None:
         task_queue.shutdown()
     if stop_sweeper is not None:
         stop_sweeper.set()
-    if final is not None and final.status == "failed":
+    if final is not None and final.status == RunStatus.FAILED:
         raise SystemExit(1)

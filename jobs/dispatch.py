@@ -11,6 +11,7 @@ from sqlmodel import col
 from app.ids import now_ms
 from app.models import JobLog, Run
 from app.services.runs import insert_run_items
+from app.statuses import RunStatus
 from jobs import runtime
 from jobs.chunks import has_io
 
@@ -57,12 +58,12 @@ def dispatch_run(run_id: str) -> None:
         ).scalar_one_or_none()
         if run is None:
             return
-        if run.status == "running":
+        if run.status == RunStatus.RUNNING:
             # Re-dispatched after lost queue state: the items exist; restart the lanes.
             session.commit()
             start_lanes(rt, run)
             return
-        if run.status != "pending":
+        if run.status != RunStatus.PENDING:
             session.commit()
             return
         total = insert_run_items(session=session, run_id=run_id)
@@ -70,7 +71,7 @@ def dispatch_run(run_id: str) -> None:
         session.execute(
             update(Run)
             .where(col(Run.id) == run_id)
-            .values(status="running", started_at=now, heartbeat_at=now, total=total)
+            .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, total=total)
         )
         session.add(JobLog(job_id=run.job_id, message=f"run started over {total} entities"))
         session.commit()

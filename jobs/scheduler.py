@@ -29,11 +29,10 @@ from app import cron
 from app.ids import now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
 from app.services import triggers as service
-from app.services.triggers import Outcome, SkipReason
+from app.statuses import Outcome, SkipReason
 
 if TYPE_CHECKING:
-    from app.queue import TaskQueue
-    from app.runtime import Runtime
+    from app.queue import Runtime, TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +219,7 @@ class Scheduler:
     ) -> TriggerEvent:
         """One skipped event summarising the times missed while no scheduler ran."""
         assert trigger.cron is not None
-        times = cron.fire_times(
-            trigger.cron, zone, cron.from_ms(first), cron.from_ms(last)
-        )
+        times = cron.fire_times(trigger.cron, zone, cron.from_ms(first), cron.from_ms(last))
         count = 0
         last_missed = first
         for moment in times:
@@ -422,7 +419,7 @@ def run_scheduler(
 
 def start_scheduler_thread(rt: Runtime) -> threading.Event:
     """The embedded default runs the cron scheduler in-process, like its worker threads."""
-    from app.runtime import install
+    from app.queue import install
 
     stop = threading.Event()
 

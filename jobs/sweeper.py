@@ -13,6 +13,7 @@ from app.ids import now_ms
 from app.models import Run, RunItem
 from app.services.approvals import expire_approvals
 from app.services.runs import purge_old_runs
+from app.statuses import ItemStatus, RunStatus
 from jobs import runtime
 from jobs.dispatch import start_lanes
 from jobs.finalize import finalize_run
@@ -28,11 +29,15 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
     stall_ms = max(2 * rt.settings.sweep_interval_seconds, 3) * 1000
     stats = {"released": 0, "restarted": 0, "redispatched": 0, "finalized": 0, "quarantined": 0}
     with rt.session() as session:
-        runs = list(session.scalars(select(Run).where(col(Run.status).in_(("pending", "running")))))
+        runs = list(
+            session.scalars(
+                select(Run).where(col(Run.status).in_((RunStatus.PENDING, RunStatus.RUNNING)))
+            )
+        )
         session.commit()
     for run in runs:
         with rt.session() as session:
-            if run.status == "pending":
+            if run.status == RunStatus.PENDING:
                 if now - (run.heartbeat_at or run.created_at) > stall_ms:
                     # The dispatch job was lost (Redis restarted, or never reached a worker).
                     session.execute(
@@ -47,15 +52,17 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
                 update(RunItem)
                 .where(
                     col(RunItem.run_id) == run.id,
-                    col(RunItem.status) == "running",
+                    col(RunItem.status) == ItemStatus.RUNNING,
                     col(RunItem.lease_expires_at) < now,
                 )
-                .values(status="pending", claim_token=None, lease_expires_at=None)
+                .values(status=ItemStatus.PENDING, claim_token=None, lease_expires_at=None)
             ).rowcount  # type: ignore[attr-defined]
             stats["released"] += released
             has_pending = session.scalar(
                 select(
-                    exists().where(col(RunItem.run_id) == run.id, col(RunItem.status) == "pending")
+                    exists().where(
+                        col(RunItem.run_id) == run.id, col(RunItem.status) == ItemStatus.PENDING
+                    )
                 )
             )
             stalled = (run.heartbeat_at or 0) < now - stall_ms
@@ -73,10 +80,10 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
                     update(RunItem)
                     .where(
                         col(RunItem.run_id) == run.id,
-                        col(RunItem.status) == "pending",
+                        col(RunItem.status) == ItemStatus.PENDING,
                         col(RunItem.state).is_(None),
                     )
-                    .values(status="cancelled", error="run cancelled", completed_at=now)
+                    .values(status=ItemStatus.CANCELLED, error="run cancelled", completed_at=now)
                 ).rowcount  # type: ignore[attr-defined]
                 session.execute(
                     update(Run)
@@ -119,7 +126,7 @@ def _quarantine(session: Session, run: Run, now: int) -> int:
         select(col(RunItem.seq), col(RunItem.attempts), col(RunItem.next_step))
         .where(
             col(RunItem.run_id) == run.id,
-            col(RunItem.status) == "running",
+            col(RunItem.status) == ItemStatus.RUNNING,
             col(RunItem.lease_expires_at) < now,
             col(RunItem.attempts) >= MAX_WORKER_LOSSES,
         )
@@ -131,7 +138,7 @@ def _quarantine(session: Session, run: Run, now: int) -> int:
             update(RunItem)
             .where(col(RunItem.run_id) == run.id, col(RunItem.seq) == row.seq)
             .values(
-                status="failed",
+                status=ItemStatus.FAILED,
                 error=f"quarantined: worker lost {row.attempts} times while running step {step}",
                 claim_token=None,
                 lease_expires_at=None,

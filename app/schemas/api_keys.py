@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from app.auth import ROLES
 from app.schemas import Schema, Timestamp
+from app.statuses import ROLES
 
 
 class ApiKeySchema(Schema):

@@ -8,7 +8,9 @@ import marshmallow as ma
 
 from app.pagination import PageArgs
 from app.schemas import Schema, Timestamp
-from app.services.approvals import MAX_DECIDE_IDS, STATUSES
+from app.statuses import APPROVAL_STATUSES as STATUSES
+
+MAX_DECIDE_IDS = 10_000  # ids one decide call takes
 
 
 class ApprovalSchema(Schema):

@@ -9,7 +9,7 @@ import marshmallow as ma
 from app.cron import check_cron, check_timezone
 from app.pagination import PageArgs
 from app.schemas import Schema, Timestamp
-from app.services.triggers import (
+from app.statuses import (
     CATCH_UP_POLICIES,
     OVERLAP_POLICIES,
     TRIGGER_TYPES,

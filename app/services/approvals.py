@@ -47,10 +47,15 @@ from app.models import Approval, Run, RunItem, table_of
 from app.queue import PROCESS_LANE, TaskQueue
 from app.services import audit
 from app.services.finalize import finalize_and_notify
+from app.statuses import ApprovalStatus, ItemStatus
 
-PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
-STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED)
-AWAITING = "awaiting_approval"
+PENDING, APPROVED, REJECTED, EXPIRED = (
+    ApprovalStatus.PENDING,
+    ApprovalStatus.APPROVED,
+    ApprovalStatus.REJECTED,
+    ApprovalStatus.EXPIRED,
+)
+AWAITING = ItemStatus.AWAITING_APPROVAL
 HOUR_MS = 3_600_000
 # Lanes re-queued per run after a decision: one per this many resumed entities (max 16).
 ENTITIES_PER_LANE = 500
@@ -395,9 +400,6 @@ def decide_approval(
     approval = get_approval(session=session, workspace_id=workspace_id, approval_id=approval_id)
     session.refresh(approval)
     return approval
-
-
-MAX_DECIDE_IDS = 10_000
 
 
 def decide_approvals(

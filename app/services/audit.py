@@ -50,7 +50,7 @@ from app.models import (
 )
 
 if TYPE_CHECKING:
-    from app.auth import Caller
+    from app.keys import Caller
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Writes to these tables are bookkeeping, not what the client asked for.

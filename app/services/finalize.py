@@ -12,20 +12,23 @@ from sqlmodel import Session, col
 from app.ids import now_ms
 from app.models import JobLog, Run, Workflow
 from app.queue import NOTIFY_FINISHED, TaskQueue
+from app.statuses import RunStatus
 
 
-def final_status(run: Run) -> str:
+def final_status(run: Run) -> RunStatus:
     """``cancelled`` once a cancel was accepted, else by tolerated failures.
 
     A cancel accepted while every entity was already in flight cancels none of them, but
     the client was told the run is cancelled: it ends ``cancelled`` all the same.
     """
     if run.cancel_requested:
-        return "cancelled"
+        return RunStatus.CANCELLED
     if run.total == 0:
-        return "completed"
+        return RunStatus.COMPLETED
     tolerated = float((run.settings or {}).get("tolerated_failure_percentage", 0) or 0)
-    return "completed" if run.failed / run.total * 100 <= tolerated else "failed"
+    if run.failed / run.total * 100 <= tolerated:
+        return RunStatus.COMPLETED
+    return RunStatus.FAILED
 
 
 def finalize_run(session: Session, run_id: str) -> Run | None:
@@ -37,7 +40,7 @@ def finalize_run(session: Session, run_id: str) -> Run | None:
     """
     session.expire_all()
     run = session.get(Run, run_id)
-    if run is None or run.status != "running":
+    if run is None or run.status != RunStatus.RUNNING:
         return None
     if run.completed + run.failed + run.cancelled != run.total:
         return None
@@ -48,7 +51,7 @@ def finalize_run(session: Session, run_id: str) -> Run | None:
         update(Run)
         .where(
             col(Run.id) == run_id,
-            col(Run.status) == "running",
+            col(Run.status) == RunStatus.RUNNING,
             col(Run.completed) + col(Run.failed) + col(Run.cancelled) == col(Run.total),
         )
         .values(status=status, completed_at=now)
@@ -62,7 +65,7 @@ def finalize_run(session: Session, run_id: str) -> Run | None:
     session.add(
         JobLog(
             job_id=run.job_id,
-            level="info" if status == "completed" else "warning",
+            level="info" if status == RunStatus.COMPLETED else "warning",
             message=f"run {status}: {run.completed} completed, {run.failed} failed, "
             f"{run.cancelled} cancelled of {run.total}",
             data={"status": status},

@@ -13,8 +13,8 @@ from app.models import Entity, Job, JobLog, Run, RunItem, RunSelection, Workflow
 from app.queue import DISPATCH_RUN, TaskQueue, enqueue_after_commit
 from app.services.approvals import close_for_cancel
 from app.services.finalize import finalize_and_notify
+from app.statuses import TERMINAL, ItemStatus, RunStatus, WorkflowStatus
 
-TERMINAL = ("completed", "failed", "cancelled")
 SQLITE_BATCH = 20_000
 
 
@@ -86,7 +86,7 @@ def start_run(
     the selection, spread evenly over it; a ``dry_run`` writes no entity and delivers nothing
     (the engine records each item's would-be ``changes`` instead).
     """
-    if workflow.status == "archived":
+    if workflow.status == WorkflowStatus.ARCHIVED:
         raise Conflict("This workflow is archived; it cannot be run.")
     if entity_ids is not None:
         unique = list(dict.fromkeys(entity_ids))
@@ -120,7 +120,7 @@ def start_run(
         workflow_id=workflow.id,
         workflow_version=workflow.version,
         job_id=job_id,
-        status="pending",
+        status=RunStatus.PENDING,
         total=len(ids),
         trigger_type=trigger_type,
         trigger_id=trigger_id,
@@ -133,7 +133,7 @@ def start_run(
     )
     if not ids:
         # An empty selection is a run that completes at once.
-        run.status = "completed"
+        run.status = RunStatus.COMPLETED
         run.started_at = run.completed_at = now
         session.execute(
             update(Workflow).where(col(Workflow.id) == workflow.id).values(last_run_at=now)
@@ -151,7 +151,7 @@ def start_run(
     )
     session.add(RunSelection(run_id=run_id, entity_ids=ids))
     session.flush()
-    if run.status == "pending":  # an empty selection has nothing to dispatch
+    if run.status == RunStatus.PENDING:  # an empty selection has nothing to dispatch
         enqueue_after_commit(session, queue, DISPATCH_RUN, run.id)
     if commit:
         session.commit()
@@ -227,20 +227,22 @@ def cancel_run(*, session: Session, run: Run, queue: TaskQueue | None = None) ->
     ).scalar_one()
     if locked.status in TERMINAL:
         raise Conflict(f"The run is already {locked.status}.")
-    if locked.status == "pending":
+    if locked.status == RunStatus.PENDING:
         # Not yet dispatched: the items are written here, all cancelled, so the run's
         # items and each entity's runs show it like any other cancelled run.
         cancelled = insert_run_items(session=session, run_id=run.id)
         session.execute(
             update(RunItem)
             .where(col(RunItem.run_id) == run.id)
-            .values(status="cancelled", error="cancelled before it started", completed_at=now)
+            .values(
+                status=ItemStatus.CANCELLED, error="cancelled before it started", completed_at=now
+            )
         )
         session.execute(
             update(Run)
             .where(col(Run.id) == run.id)
             .values(
-                status="cancelled",
+                status=RunStatus.CANCELLED,
                 cancel_requested=True,
                 total=cancelled,
                 cancelled=cancelled,
@@ -253,7 +255,7 @@ def cancel_run(*, session: Session, run: Run, queue: TaskQueue | None = None) ->
                 job_id=run.job_id,
                 level="warning",
                 message=f"run cancelled before it started: {cancelled} cancelled",
-                data={"status": "cancelled"},
+                data={"status": RunStatus.CANCELLED},
             )
         )
         session.commit()
@@ -265,10 +267,12 @@ def cancel_run(*, session: Session, run: Run, queue: TaskQueue | None = None) ->
             update(RunItem)
             .where(
                 col(RunItem.run_id) == run.id,
-                col(RunItem.status) == "pending",
+                col(RunItem.status) == ItemStatus.PENDING,
                 col(RunItem.state).is_(None),
             )
-            .values(status="cancelled", error="cancelled before it started", completed_at=now)
+            .values(
+                status=ItemStatus.CANCELLED, error="cancelled before it started", completed_at=now
+            )
         )
         cancelled = result.rowcount  # type: ignore[attr-defined]
         # Entities waiting at a review gate end cancelled; their approvals close.
@@ -280,7 +284,7 @@ def cancel_run(*, session: Session, run: Run, queue: TaskQueue | None = None) ->
         )
         session.commit()
         if queue is None:
-            from app.runtime import current
+            from app.queue import current
 
             queue = current().queue
         finalize_and_notify(session, queue, run.id)
@@ -298,7 +302,10 @@ def retry_run(*, session: Session, queue: TaskQueue, run: Run) -> Run:
     ids = list(
         session.scalars(
             select(col(RunItem.entity_id))
-            .where(col(RunItem.run_id) == run.id, col(RunItem.status).in_(("failed", "cancelled")))
+            .where(
+                col(RunItem.run_id) == run.id,
+                col(RunItem.status).in_((ItemStatus.FAILED, ItemStatus.CANCELLED)),
+            )
             .order_by(col(RunItem.seq))
         )
     )

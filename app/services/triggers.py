@@ -7,7 +7,6 @@ The time arithmetic (which instants a cron expression names in a zone, across DS
 from __future__ import annotations
 
 import zoneinfo
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, exists, select, update
@@ -22,31 +21,14 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
 from app.queue import TaskQueue
-from app.services.runs import TERMINAL, select_entity_ids, start_run
-
-TRIGGER_TYPES = ("cron", "webhook")
-OVERLAP_POLICIES = ("skip", "queue", "allow")
-CATCH_UP_POLICIES = ("none", "last")
-UPDATED_SINCE_LAST_RUN = "lastRun"
-
-
-class Outcome(StrEnum):
-    """What a trigger event did."""
-
-    FIRED = "fired"  # a run was started
-    QUEUED = "queued"  # waiting for the trigger's previous run to end (overlapPolicy: queue)
-    SKIPPED = "skipped"  # no run; ``reason`` says why
-
-
-class SkipReason(StrEnum):
-    """Why a trigger event started no run."""
-
-    OVERLAP = "overlap"
-    MISSED = "missed"
-    EMPTY_SELECTION = "empty_selection"
-    WORKFLOW_NOT_ACTIVE = "workflow_not_active"
-    TRIGGER_DISABLED = "trigger_disabled"
-
+from app.services.runs import select_entity_ids, start_run
+from app.statuses import (
+    TERMINAL,
+    UPDATED_SINCE_LAST_RUN,
+    Outcome,
+    SkipReason,
+    WorkflowStatus,
+)
 
 # --- cron arithmetic -------------------------------------------------------------------
 
@@ -252,7 +234,7 @@ def inactive_reason(trigger: Trigger, workflow: Workflow | None) -> tuple[SkipRe
     """Why this trigger cannot start a run now (disabled, workflow not active), if it cannot."""
     if not trigger.enabled:
         return SkipReason.TRIGGER_DISABLED, "The trigger is disabled."
-    if workflow is None or workflow.status != "active":
+    if workflow is None or workflow.status != WorkflowStatus.ACTIVE:
         status = workflow.status if workflow else "deleted"
         return (
             SkipReason.WORKFLOW_NOT_ACTIVE,
@@ -369,4 +351,3 @@ def fire_webhook(
         "reason": event.reason,
     }
     return body, run
-

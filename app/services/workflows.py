@@ -15,6 +15,7 @@ from app.ids import new_id, now_ms
 from app.models import Run, Workflow, WorkflowRevision
 from app.services.entities import get_entity_type
 from app.services.revisions import Actor, get_revision, record_revision, snapshot_of
+from app.statuses import WorkflowStatus
 from steps import registry
 from steps.condition import goto_targets
 from steps.errors import UnknownStepType
@@ -303,7 +304,7 @@ def duplicate_workflow(
         entity_type_id=source.entity_type_id,
         name=name or _copy_name(source.name),
         description=source.description,
-        status="draft",
+        status=WorkflowStatus.DRAFT,
         steps=copy.deepcopy(source.steps),
         settings=copy.deepcopy(source.settings),
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from app.auth import ROLES, generate_key
 from app.errors import NotFound
 from app.ids import new_id
+from app.keys import generate_key
 from app.models import ApiKey, Workspace
+from app.statuses import ROLES
 
 
 def create_api_key(
