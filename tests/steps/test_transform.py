@@ -94,9 +94,9 @@ def test_templates_cannot_change_the_entity_or_the_run():
 
 
 def test_a_set_value_is_built_within_the_size_limits():
+    # Lazy bombs such as range(100000)|map('center', 999999) are in test_templating's BOMBS,
+    # run in a child process whose memory is measured.
     ctx = make_ctx({"n": 1})
-    with pytest.raises(TemplateError, match="over"):
-        run({"set": {"x": "{{ range(100000)|map('center', 999999) }}"}}, ctx)
     with pytest.raises(TemplateError, match="undefined"):
         run({"set": {"tags": "{{ [entity.data.tag] }}"}}, ctx)
     assert ctx.entity.data == {"n": 1}
