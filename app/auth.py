@@ -63,7 +63,6 @@ def require_role(role: str) -> Callable[[F], F]:
             audit.begin_request(caller)
             return view(*args, **kwargs)
 
-        wrapper._conveyor_role = role  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator

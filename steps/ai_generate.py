@@ -89,7 +89,7 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     variables = ctx.variables()
     prompt = templating.render(config["prompt"], variables)
     system = templating.render(config["system"], variables) if config.get("system") else None
-    llm = getattr(ctx.services, "llm", None)
+    llm = ctx.services.llm if ctx.services is not None else None
     if llm is not None:
         reply = llm.generate(config, prompt=prompt, system=system, ctx=ctx)
     elif config["provider"] == "template":

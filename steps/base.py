@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-import marshmallow as ma
-
 from steps.errors import Interrupted
 
 
@@ -75,12 +73,38 @@ class StepResult:
     usage: dict[str, int] | None = None
 
 
-class Services(Protocol):
-    """Side-effect clients a step may use; the job layer supplies the real ones."""
+class LLMClient(Protocol):
+    """``ctx.services.llm``: one generation call (``steps.clients.llm.LLMGateway``)."""
 
-    def render(self, template: str, variables: dict[str, Any]) -> str: ...
+    def generate(
+        self, config: dict[str, Any], *, prompt: str, system: str | None, ctx: Any = None
+    ) -> dict[str, Any]: ...
 
-    def evaluate(self, expression: str, variables: dict[str, Any]) -> Any: ...
+
+class StepServices(Protocol):
+    """The side-effect clients a step reaches through ``ctx.services``.
+
+    ``jobs.services`` builds the real ones per chunk, ``jobs.dry_run`` records deliveries
+    instead of sending them, ``tests/steps/fakes.py`` keeps everything in memory. A context
+    without services (``None``) runs only the steps that need none.
+    """
+
+    @property
+    def llm(self) -> LLMClient: ...
+
+    def secrets(self) -> list[str]:
+        """Credential values loaded so far, to redact from logs, outputs and errors."""
+        ...
+
+    def deliver(self, target: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
+        """Send the published entity to ``target`` (``publish``); what the receiver said."""
+        ...
+
+    def notify(
+        self, config: dict[str, Any], *, message: str, subject: str | None, ctx: StepContext
+    ) -> None:
+        """Send a rendered notification on ``config['channel']`` (``notify``)."""
+        ...
 
 
 @dataclass
@@ -94,7 +118,7 @@ class StepContext:
     input: Any = None
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     entity_schema: dict[str, Any] | None = None
-    services: Any = None
+    services: StepServices | None = None
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
     paused: float = 0.0  # seconds spent in wait_turn
@@ -134,14 +158,3 @@ class StepContext:
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - self.clock())
-
-
-class StepType(Protocol):
-    """The shape of a step-type module."""
-
-    NAME: str
-    DESCRIPTION: str
-    Config: type[ma.Schema]
-    OUTPUT_SCHEMA: dict[str, Any]
-
-    def run(self, config: dict[str, Any], ctx: StepContext) -> StepResult: ...

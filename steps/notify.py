@@ -61,7 +61,7 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     variables = ctx.variables()
     message = templating.render(config["message"], variables)
     subject = templating.render(config["subject"], variables) if config.get("subject") else None
-    if not hasattr(ctx.services, "notify"):
+    if ctx.services is None:
         raise StepError("notifications are not available in this worker")
     ctx.services.notify(config, message=message, subject=subject, ctx=ctx)
     # In a dry run the services only record what would have been sent.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.base import Action, EntityState, SideEffect, StepContext, StepResult
+from steps.base import Action, EntityState, SideEffect, StepContext, StepResult, StepServices
 from steps.errors import Interrupted, StepError, TransientError
 from steps.registry import get_step_type
 
@@ -81,7 +81,7 @@ def run_step(
     progress: EntityProgress,
     info: RunInfo,
     *,
-    services: Any = None,
+    services: StepServices | None = None,
     deadline: float | None = None,
     timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -214,7 +214,7 @@ def walk(
     progress: EntityProgress,
     info: RunInfo,
     *,
-    services: Any = None,
+    services: StepServices | None = None,
     timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,

@@ -56,7 +56,7 @@ def run(config: dict[str, Any], ctx: StepContext) -> StepResult:
     ctx.entity.published = True
     delivery = None
     if config.get("target"):
-        if not hasattr(ctx.services, "deliver"):
+        if ctx.services is None:
             raise StepError("publish targets are not available in this worker")
         delivery = ctx.services.deliver(config["target"], ctx)
     return StepResult(output={"publishedVersion": ctx.entity.version + 1, "delivery": delivery})

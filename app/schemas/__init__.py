@@ -54,9 +54,3 @@ class Timestamp(ma.fields.Integer):
         metadata = kwargs.pop("metadata", {})
         metadata.setdefault("description", "milliseconds since the Unix epoch, UTC")
         super().__init__(metadata=metadata, **kwargs)
-
-
-class MessageSchema(Schema):
-    """An acknowledgement body."""
-
-    message = ma.fields.String()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zoneinfo
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, select, update
 from sqlmodel import Session, col
 
 from app.cron import (
@@ -198,20 +198,6 @@ def active_run(session: Session, trigger: Trigger) -> Run | None:
         .order_by(col(Run.created_at).desc())
         .limit(1)
     ).first()
-
-
-def has_queued_event(session: Session, trigger_id: str) -> bool:
-    """True when a fire of this trigger waits for its previous run (queue buffers one)."""
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    col(TriggerEvent.trigger_id) == trigger_id,
-                    col(TriggerEvent.outcome) == Outcome.QUEUED.value,
-                )
-            )
-        )
-    )
 
 
 def selected_entity_ids(session: Session, trigger: Trigger, workflow: Workflow) -> list[str]:
