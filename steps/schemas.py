@@ -23,6 +23,7 @@ import re2
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from jsonschema.protocols import Validator
+from referencing.exceptions import Unresolvable
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # refusals are reported to the user, not to stderr
@@ -216,6 +217,17 @@ def _unevaluated_properties(
             )
 
 
+def _reference(validator: Any, ref: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """``$ref`` and ``$dynamicRef``: one that does not resolve (schemas are never fetched)
+    or that loops forever is a validation error, not a crash."""
+    try:
+        yield from validator._validate_reference(ref=ref, instance=instance)
+    except Unresolvable:
+        yield ValidationError(f"$ref {ref!r} cannot be resolved")
+    except RecursionError:
+        yield ValidationError(f"$ref {ref!r} nests too deeply")
+
+
 def _is_user_regex(value: object) -> bool:
     if isinstance(value, str):
         compile_user_regex(value)
@@ -235,6 +247,8 @@ RE2Draft202012Validator: Any = validators.extend(
         "patternProperties": _pattern_properties,
         "additionalProperties": _additional_properties,
         "unevaluatedProperties": _unevaluated_properties,
+        "$ref": _reference,
+        "$dynamicRef": _reference,
     },
     format_checker=FORMAT_CHECKER,
 )
@@ -249,11 +263,44 @@ def check_schema(schema: Any) -> None:
         RE2Draft202012Validator.META_SCHEMA, format_checker=FORMAT_CHECKER
     )
     error = best_match(meta.iter_errors(schema))
-    if error is None:
+    if error is not None:
+        if error.validator == "format" and isinstance(error.cause, UserRegexError):
+            error.message = str(error.cause)
+        raise SchemaError.create_from(error)
+    _check_references(schema)
+
+
+_DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})  # hold data, not schemas
+
+
+def _check_references(schema: Any) -> None:
+    """Every ``$ref`` must resolve inside the schema (nothing is fetched from elsewhere).
+
+    Skipped when a subschema sets its own ``$id`` (its refs resolve against that base);
+    those are still reported when data is validated.
+    """
+    refs: list[tuple[list[Any], str]] = []
+    stack: list[tuple[list[Any], Any]] = [([], schema)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            if path and "$id" in node:
+                return
+            if isinstance(node.get("$ref"), str):
+                refs.append(([*path, "$ref"], node["$ref"]))
+            stack.extend(([*path, k], v) for k, v in node.items() if k not in _DATA_KEYWORDS)
+        elif isinstance(node, list):
+            stack.extend(([*path, i], v) for i, v in enumerate(node))
+    if not refs:
         return
-    if error.validator == "format" and isinstance(error.cause, UserRegexError):
-        error.message = str(error.cause)
-    raise SchemaError.create_from(error)
+    resolver = RE2Draft202012Validator(schema)._resolver
+    for path, ref in refs:
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise SchemaError(
+                f"$ref {ref!r} cannot be resolved: it must point inside this schema", path=path
+            ) from None
 
 
 @functools.lru_cache(maxsize=512)

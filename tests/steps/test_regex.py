@@ -6,6 +6,7 @@ import json
 
 import marshmallow as ma
 import pytest
+from jsonschema.exceptions import SchemaError
 
 from steps import schemas, validate
 from steps.ai_generate import Config as AiConfig
@@ -102,3 +103,25 @@ def test_unsupported_patterns_are_refused_when_a_step_is_saved(pattern):
     with pytest.raises(ma.ValidationError) as in_ai:
         AiConfig().load({"prompt": "x", "format": "json", "jsonSchema": schema})
     assert "RE2" in str(in_ai.value.messages["jsonSchema"])
+
+
+# --- $ref: resolved inside the schema, or refused (a crash would fail the whole request) ------
+
+
+def test_a_ref_that_does_not_resolve_is_refused_on_save_and_reported_on_validation():
+    for schema, where in [
+        ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, ["properties", "a", "$ref"]),
+        ({"$ref": "https://example.com/schema.json"}, ["$ref"]),  # never fetched
+    ]:
+        with pytest.raises(SchemaError) as caught:
+            schemas.check_schema(schema)
+        assert list(caught.value.path) == where
+        assert "cannot be resolved" in caught.value.message
+        assert "cannot be resolved" in validate.schema_errors(schema, {"a": 1})[0]["message"]
+    looping = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+    assert "nests too deeply" in validate.schema_errors(looping, {})[0]["message"]
+    fine = {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}
+    schemas.check_schema(fine)
+    assert validate.schema_errors(fine, {"a": "x"}) == [
+        {"path": "/a", "message": "'x' is not of type 'integer'"}
+    ]

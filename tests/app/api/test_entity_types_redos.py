@@ -90,3 +90,12 @@ def test_a_validate_rule_re2_cannot_run_is_refused_when_the_workflow_is_saved(cl
     body = assert_error(response, 422)
     assert any("RE2" in str(v) for v in body["errors"].values()), body
     assert any(k.startswith("steps[0].config") for k in body["errors"]), body
+
+
+def test_a_ref_that_does_not_resolve_is_a_422_not_a_crash(client, keys):
+    schema = {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}
+    created = client.post(
+        "/api/v1/entity-types", json={"name": "P", "schema": schema}, headers=keys.header("editor")
+    )
+    body = assert_error(created, 422)
+    assert list(body["errors"]) == ["schema.properties.a.$ref"]
