@@ -146,6 +146,11 @@ _STRINGIFYING_FILTERS = frozenset(
 )
 # How much bigger than its input a filter's result can be.
 _FILTER_GROWTH = {"urlencode": 12, "tojson": 6, "e": 6, "escape": 6, "forceescape": 6, "urlize": 4}
+# Filters whose result does not grow with their input: nothing to count.
+_FREE_FILTERS = frozenset(
+    {"abs", "attr", "count", "d", "default", "first", "float", "int", "last", "length"}
+    | {"max", "min", "random", "round"}
+)
 # Filters that keep one object per character of a string they iterate over.
 _ITERATING_FILTERS = frozenset({"list", "unique", "sort", "batch", "slice", "groupby", "wordcount"})
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -361,6 +366,8 @@ class _BoundedCodeGenerator(CodeGenerator):
 
 def _charged_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` that first checks the time, and counts what it may allocate from its input."""
+    if name in _FREE_FILTERS:
+        return func
     offset = 0 if getattr(func, "jinja_pass_arg", None) is None else 1
     stringifies = name in _STRINGIFYING_FILTERS
     iterates = name in _ITERATING_FILTERS
