@@ -393,7 +393,7 @@ def _resume_interrupted(item: Item, info: RunInfo, kind: SideEffect) -> bool:
 
 def _services(rt: runtime.Runtime, claim: Claim) -> Any:
     """Side-effect clients for the steps (LLM, HTTP delivery, notifications)."""
-    from jobs.services import build_services
+    from jobs.step_services import build_services
 
     return build_services(rt, claim.workspace_id, claim.run_id)
 

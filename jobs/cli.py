@@ -103,7 +103,7 @@ def _warm_up_worker() -> None:
     import jobs.chunks
     import jobs.dispatch
     import jobs.finalize
-    import jobs.services  # noqa: F401 (imported for its side effect: loaded before the freeze)
+    import jobs.step_services  # noqa: F401 (imported for its side effect: loaded before the freeze)
     from steps.registry import get_step_type, step_type_names
 
     for name in step_type_names():

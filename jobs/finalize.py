@@ -14,7 +14,7 @@ from sqlmodel import Session
 from app.models import JobLog, Run
 from app.services import finalize as service
 from jobs import runtime
-from jobs.services import send_run_summary
+from jobs.step_services import send_run_summary
 
 log = logging.getLogger(__name__)
 

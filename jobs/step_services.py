@@ -1,7 +1,7 @@
 """What steps reach through ``ctx.services``: credentials from the vault, the LLM gateway on the
 workspace-wide rate limiter, signed publish delivery and notifications.
 
-The engine builds one ``StepServices`` per chunk with ``build_services`` and redacts
+The engine builds one ``ChunkServices`` per chunk with ``build_services`` and redacts
 ``services.secrets()`` (every credential value loaded so far) from logs, outputs and errors.
 """
 
@@ -93,7 +93,7 @@ class CredentialStore:
 
 
 @dataclass
-class StepServices:
+class ChunkServices:
     """The side-effect clients of one chunk of one run."""
 
     workspace_id: str
@@ -240,7 +240,7 @@ def _remaining(ctx: StepContext | None) -> Callable[[], float]:
     return remaining
 
 
-def build_services(runtime: Runtime, workspace_id: str, run_id: str) -> StepServices:
+def build_services(runtime: Runtime, workspace_id: str, run_id: str) -> ChunkServices:
     """The services of one chunk: credentials are loaded lazily, clients are shared."""
     settings = runtime.settings
     install_log_redaction()  # credential values loaded below never reach the process's logs
@@ -254,7 +254,7 @@ def build_services(runtime: Runtime, workspace_id: str, run_id: str) -> StepServ
         retry=RetryPolicy(),
         observe=functools.partial(metrics.observe_provider_call, metrics.store_for(settings)),
     )
-    return StepServices(workspace_id, run_id, policy, credentials, llm)
+    return ChunkServices(workspace_id, run_id, policy, credentials, llm)
 
 
 def format_duration(ms: int) -> str:

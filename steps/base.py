@@ -84,7 +84,7 @@ class LLMClient(Protocol):
 class StepServices(Protocol):
     """The side-effect clients a step reaches through ``ctx.services``.
 
-    ``jobs.services`` builds the real ones per chunk, ``jobs.dry_run`` records deliveries
+    ``jobs.step_services`` builds the real ones per chunk, ``jobs.dry_run`` records deliveries
     instead of sending them, ``tests/steps/fakes.py`` keeps everything in memory. A context
     without services (``None``) runs only the steps that need none.
     """

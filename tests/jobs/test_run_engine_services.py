@@ -27,7 +27,7 @@ from tests.conftest import PG_URL, make_entities, make_entity_type, make_workflo
 from tests.peers import OpenAIPeer, RedisServer, TcpProxy, WebhookReceiver
 
 pytestmark = [
-    pytest.mark.services,
+    pytest.mark.real_services,
     pytest.mark.skipif(
         not (os.environ.get("CONVEYOR_TEST_SERVICES") == "1" and PG_URL),
         reason="needs CONVEYOR_TEST_SERVICES=1 and CONVEYOR_TEST_DATABASE_URL (PostgreSQL)",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.services import send_run_summary
-from tests.jobs.test_services import finished_run
+from jobs.step_services import send_run_summary
+from tests.jobs.test_step_services import finished_run
 from tests.peers import WebhookReceiver
 from tests.steps.support import runtime_for
 

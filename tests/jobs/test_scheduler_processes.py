@@ -30,7 +30,7 @@ from app.services.triggers import next_run_at
 from tests.conftest import PG_URL, REDIS_URL, make_entities, make_entity_type, make_workflow
 
 pytestmark = [
-    pytest.mark.services,
+    pytest.mark.real_services,
     pytest.mark.skipif(
         os.environ.get("CONVEYOR_TEST_SERVICES") != "1" or not PG_URL,
         reason="needs CONVEYOR_TEST_SERVICES=1 and CONVEYOR_TEST_DATABASE_URL (PostgreSQL)",

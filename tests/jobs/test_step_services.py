@@ -1,4 +1,4 @@
-"""``jobs.services``: what the engine hands steps as ``ctx.services``, end to end."""
+"""``jobs.step_services``: what the engine hands steps as ``ctx.services``, end to end."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from app.models import Credential, Run
 from app.redaction import RedactingFilter, install_log_redaction
-from jobs.services import (
+from jobs.step_services import (
     build_services,
     format_duration,
     limiter_for,
@@ -278,7 +278,7 @@ def test_a_run_generates_publishes_and_summarises(client, keys, session, setting
     assert "6 completed, 0 failed" in slack.deliveries[0]["json"]["text"]
 
 
-@pytest.mark.services
+@pytest.mark.real_services
 @pytest.mark.skipif(
     os.environ.get("CONVEYOR_TEST_SERVICES") != "1" or not PG_URL,
     reason="needs CONVEYOR_TEST_SERVICES=1 and CONVEYOR_TEST_DATABASE_URL (PostgreSQL)",

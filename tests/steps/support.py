@@ -13,7 +13,7 @@ from app.crypto import SecretBox
 from app.models import Credential
 from app.services.credentials import create_credential
 from jobs.runtime import Runtime
-from jobs.services import StepServices, build_services
+from jobs.step_services import ChunkServices, build_services
 from steps.base import EntityState, StepContext
 from steps.clients.llm import RetryPolicy
 
@@ -59,7 +59,7 @@ def runtime_for(
     )
 
 
-def fast_services(runtime: Runtime, workspace_id: str, run_id: str = "run_1") -> StepServices:
+def fast_services(runtime: Runtime, workspace_id: str, run_id: str = "run_1") -> ChunkServices:
     """``build_services`` with retry backoff shrunk so tests do not wait."""
     services = build_services(runtime, workspace_id, run_id)
     services.backoff_seconds = 0.01
