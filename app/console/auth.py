@@ -17,7 +17,6 @@ from flask import Flask, abort, current_app, g, redirect, request, url_for
 from sqlmodel import col, select
 from werkzeug.wrappers import Response
 
-from app.auth import KEY_PREFIX, Caller, hash_key
 from app.console.sessions import (
     ConsoleSession,
     MemorySessionStore,
@@ -27,6 +26,7 @@ from app.console.sessions import (
     new_session_id,
 )
 from app.db import db_session
+from app.keys import KEY_PREFIX, Caller, hash_key
 from app.models import ApiKey
 
 COOKIE = "conveyor_console"

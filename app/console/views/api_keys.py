@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import make_response, redirect, render_template, request, url_for
 
-from app.auth import ROLES
 from app.console import auth
 from app.console.blueprint import bp, caller, notice
 from app.db import db_session
 from app.models import ApiKey
 from app.services import workspaces as workspaces_service
+from app.statuses import ROLES
 
 
 def _keys_page(new_key: str | None = None, error: str | None = None) -> Any:
