@@ -41,12 +41,13 @@ from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.errors import Conflict, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Approval, Run, RunItem, table_of
 from app.queue import PROCESS_LANE, TaskQueue
 from app.services import audit
 from app.services.finalize import finalize_and_notify
+from app.services.ownership import get_owned
 from app.statuses import ApprovalStatus, ItemStatus
 
 PENDING, APPROVED, REJECTED, EXPIRED = (
@@ -360,10 +361,7 @@ def _decision_status(decision: str) -> str:
 
 def get_approval(*, session: Session, workspace_id: str, approval_id: str) -> Approval:
     """The approval, or 404 (also for another workspace's)."""
-    approval = session.get(Approval, approval_id)
-    if approval is None or approval.workspace_id != workspace_id:
-        raise NotFound("Approval not found.")
-    return approval
+    return get_owned(session, Approval, approval_id, workspace_id, what="Approval")
 
 
 def decide_approval(
@@ -435,9 +433,7 @@ def decide_approvals(
     else:
         if run_id is None:
             raise ValidationFailed("Give ids or filter.runId.", {"filter.runId": ["Required."]})
-        run = session.get(Run, run_id)
-        if run is None or run.workspace_id != workspace_id:
-            raise NotFound("Run not found.")
+        get_owned(session, Run, run_id, workspace_id, what="Run")
         where.append(col(Approval.run_id) == run_id)
         if step_id is not None:
             where.append(col(Approval.step_id) == step_id)

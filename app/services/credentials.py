@@ -13,11 +13,12 @@ from sqlmodel import Session, select
 from app.config import Settings
 from app.crypto import CryptoError, MissingSecretKey, SecretBox
 from app.db import conflict_on_integrity_error
-from app.errors import ConveyorError, NotFound, ServiceUnavailable, ValidationFailed, flatten_errors
+from app.errors import ConveyorError, ServiceUnavailable, ValidationFailed, flatten_errors
 from app.ids import new_id, now_ms
 from app.models import Credential
 from app.redaction import redact_text, remember_secrets
 from app.schemas.credentials import load_type_fields
+from app.services.ownership import get_owned
 from steps.clients import ResolvedCredential
 from steps.clients.outbound import OutboundPolicy
 from steps.errors import StepError
@@ -65,10 +66,7 @@ def list_credentials(*, session: Session, workspace_id: str) -> list[Credential]
 
 def get_credential(*, session: Session, workspace_id: str, credential_id: str) -> Credential:
     """One credential of the workspace (404 for another workspace's)."""
-    row = session.get(Credential, credential_id)
-    if row is None or row.workspace_id != workspace_id:
-        raise NotFound("Credential not found.")
-    return row
+    return get_owned(session, Credential, credential_id, workspace_id, what="Credential")
 
 
 def create_credential(

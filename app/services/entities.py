@@ -8,9 +8,10 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy import delete, exists, insert, select, update
 from sqlmodel import Session, col
 
-from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.errors import Conflict, PreconditionFailed, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Entity, EntityType
+from app.services.ownership import get_owned
 from steps import schemas
 
 MAX_BULK = 10_000
@@ -49,10 +50,7 @@ def data_errors(schema: dict[str, Any] | None, data: Any) -> dict[str, list[str]
 
 def get_entity_type(*, session: Session, workspace_id: str, type_id: str) -> EntityType:
     """The entity type, or 404 (also for another workspace's)."""
-    row = session.get(EntityType, type_id)
-    if row is None or row.workspace_id != workspace_id:
-        raise NotFound("Entity type not found.")
-    return row
+    return get_owned(session, EntityType, type_id, workspace_id, what="Entity type")
 
 
 def create_entity_type(*, session: Session, workspace_id: str, data: dict[str, Any]) -> EntityType:
@@ -106,10 +104,7 @@ def delete_entity_type(*, session: Session, workspace_id: str, type_id: str) -> 
 
 def get_entity(*, session: Session, workspace_id: str, entity_id: str) -> Entity:
     """The entity, or 404 (also for another workspace's)."""
-    row = session.get(Entity, entity_id)
-    if row is None or row.workspace_id != workspace_id:
-        raise NotFound("Entity not found.")
-    return row
+    return get_owned(session, Entity, entity_id, workspace_id, what="Entity")
 
 
 def _new_entity(workspace_id: str, item: dict[str, Any], now: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from app.models import Entity, Job, JobLog, Run, RunItem, RunSelection, Workflow
 from app.queue import DISPATCH_RUN, TaskQueue, enqueue_after_commit
 from app.services.approvals import close_for_cancel
 from app.services.finalize import finalize_and_notify
+from app.services.ownership import get_owned
 from app.statuses import TERMINAL, ItemStatus, RunStatus, WorkflowStatus
 
 SQLITE_BATCH = 20_000
@@ -169,9 +170,7 @@ def get_run(
     *, session: Session, workspace_id: str, run_id: str, workflow_id: str | None = None
 ) -> Run:
     """The run, or 404 (also for another workspace's, or another workflow's)."""
-    run = session.get(Run, run_id)
-    if run is None or run.workspace_id != workspace_id:
-        raise NotFound("Run not found.")
+    run = get_owned(session, Run, run_id, workspace_id, what="Run")
     if workflow_id is not None and run.workflow_id != workflow_id:
         raise NotFound("Run not found.")
     return run

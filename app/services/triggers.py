@@ -21,6 +21,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id, now_ms
 from app.models import Run, Trigger, TriggerEvent, Workflow
 from app.queue import TaskQueue
+from app.services.ownership import get_owned
 from app.services.runs import select_entity_ids, start_run
 from app.statuses import (
     TERMINAL,
@@ -46,10 +47,7 @@ def next_run_at(trigger: Trigger, after_ms: int) -> int | None:
 
 def get_trigger(*, session: Session, workspace_id: str, trigger_id: str) -> Trigger:
     """The trigger, or 404 (also for another workspace's)."""
-    row = session.get(Trigger, trigger_id)
-    if row is None or row.workspace_id != workspace_id:
-        raise NotFound("Trigger not found.")
-    return row
+    return get_owned(session, Trigger, trigger_id, workspace_id, what="Trigger")
 
 
 def _workflow_for(session: Session, workspace_id: str, workflow_id: str) -> Workflow:

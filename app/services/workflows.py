@@ -14,6 +14,7 @@ from app.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed,
 from app.ids import new_id, now_ms
 from app.models import Run, Workflow, WorkflowRevision
 from app.services.entities import get_entity_type
+from app.services.ownership import get_owned
 from app.services.revisions import Actor, get_revision, record_revision, snapshot_of
 from app.statuses import WorkflowStatus
 from steps import registry
@@ -161,10 +162,7 @@ def check_credential_names(
 
 def get_workflow(*, session: Session, workspace_id: str, workflow_id: str) -> Workflow:
     """The workflow, or 404 (also for another workspace's)."""
-    row = session.get(Workflow, workflow_id)
-    if row is None or row.workspace_id != workspace_id:
-        raise NotFound("Workflow not found.")
-    return row
+    return get_owned(session, Workflow, workflow_id, workspace_id, what="Workflow")
 
 
 def check_workflow(*, session: Session, workspace_id: str, data: dict[str, Any]) -> list[Any]:

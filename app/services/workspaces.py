@@ -8,6 +8,7 @@ from app.errors import NotFound
 from app.ids import new_id
 from app.keys import generate_key
 from app.models import ApiKey, Workspace
+from app.services.ownership import get_owned
 from app.statuses import ROLES
 
 
@@ -50,9 +51,7 @@ def list_api_keys(*, session: Session, workspace_id: str) -> list[ApiKey]:
 
 def delete_api_key(*, session: Session, workspace_id: str, key_id: str) -> None:
     """Revoke a key at once."""
-    row = session.get(ApiKey, key_id)
-    if row is None or row.workspace_id != workspace_id:
-        raise NotFound("API key not found.")
+    row = get_owned(session, ApiKey, key_id, workspace_id, what="API key")
     session.delete(row)
     session.commit()
 
