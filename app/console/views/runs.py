@@ -16,8 +16,7 @@ from app.models import Run, Workflow
 from app.queue import get_queue
 from app.schemas.runs import ITEM_STATUSES
 from app.services import runs as runs_service
-
-TERMINAL = runs_service.TERMINAL
+from app.statuses import TERMINAL
 
 
 def _run(run_id: str) -> Run:
