@@ -13,6 +13,7 @@ from app import metrics
 from steps import ai_generate
 from steps.errors import StepError, TransientError
 from tests.peers import AnthropicPeer, OpenAIPeer, WebhookReceiver
+from tests.steps.fakes import FakeLLM, FakeStepServices, fake_ctx
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
 from tests.steps.walking import walk_step
 
@@ -410,3 +411,44 @@ def test_a_key_does_not_follow_a_redirect_to_another_host(
         with pytest.raises(StepError, match="refusing to follow a redirect"):
             run({**CLAUDE, "credential": "moved", "prompt": "x"}, make_ctx(services=services))
     assert len(redirector.requests) == 1 and openai_peer.requests == []
+
+
+# --- with the in-memory services: prompt rendering and output, no app, database or peer --
+
+
+def test_the_rendered_prompt_goes_to_the_llm_and_its_text_to_the_output_field():
+    fake = FakeStepServices(
+        llm=FakeLLM(replies=[{"text": "A red hat", "model": "m", "usage": {"inputTokens": 3}}])
+    )
+    ctx = fake_ctx({"title": "Red hat"}, services=fake)
+    config = {
+        **OPENAI,
+        "prompt": "Title for {{ entity.data.title }}",
+        "system": "Be {{ 'brief' }}.",
+    }
+    result = run(config, ctx)
+    assert fake.llm.calls == [
+        {
+            "config": fake.llm.calls[0]["config"],
+            "prompt": "Title for Red hat",
+            "system": "Be brief.",
+        }
+    ]
+    assert ctx.entity.data["seo"] == {"title": "A red hat"}
+    assert result.usage == {"inputTokens": 3}
+
+
+def test_a_json_reply_is_stored_as_json():
+    fake = FakeStepServices(llm=FakeLLM(replies=[{"json": {"tags": ["a"]}, "model": "m"}]))
+    ctx = fake_ctx(services=fake)
+    run({**OPENAI, "prompt": "tags", "format": "json", "outputField": "tags"}, ctx)
+    assert ctx.entity.data["tags"] == {"tags": ["a"]}
+
+
+def test_without_services_only_the_template_provider_runs():
+    ctx = fake_ctx({"title": "Hat"})
+    ctx.services = None
+    with pytest.raises(StepError, match="not available"):
+        run({**OPENAI, "prompt": "x"}, ctx)
+    run({"provider": "template", "prompt": "{{ entity.data.title }}!", "outputField": "t"}, ctx)
+    assert ctx.entity.data["t"] == "Hat!"

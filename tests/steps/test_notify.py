@@ -7,6 +7,7 @@ import pytest
 from steps import notify
 from steps.errors import StepError, TransientError
 from tests.peers import SmtpPeer, WebhookReceiver, new_webhook_secret
+from tests.steps.fakes import FakeStepServices, fake_ctx
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
 from tests.steps.walking import walk_step
 
@@ -241,3 +242,42 @@ def test_config_is_checked():
         notify.Config().load({"channel": "email", "message": "x", "to": ["a@example.com"]})
     with pytest.raises(ma.ValidationError):
         notify.Config().load({"channel": "slack", "message": "x"})
+
+
+# --- with the in-memory services: rendering and hand-off, no app, database or peer ------
+
+
+def test_the_rendered_message_and_subject_go_to_notify_under_the_steps_key():
+    fake = FakeStepServices()
+    ctx = fake_ctx({"title": "Hat"}, services=fake, step_id="tell")
+    config = {
+        "channel": "slack",
+        "url": "https://hooks.example.com/x",
+        "message": "{{ entity.data.title }} is out",
+        "subject": "Run {{ run.id }}",
+    }
+    result = run(config, ctx)
+    assert result.output == {"channel": "slack", "delivered": True}
+    [sent] = fake.notifications
+    assert (sent["message"], sent["subject"], sent["key"]) == (
+        "Hat is out",
+        "Run run_1",
+        "run_1:ent_1:tell",
+    )
+    assert sent["config"]["channel"] == "slack"
+
+
+def test_a_dry_run_says_nothing_was_delivered():
+    fake = FakeStepServices()
+    ctx = fake_ctx(services=fake)
+    ctx.dry_run = True
+    result = run({"channel": "slack", "url": "https://hooks.example.com/x", "message": "m"}, ctx)
+    assert result.output == {"channel": "slack", "delivered": False}
+    assert len(fake.notifications) == 1  # the dry-run services record instead of sending
+
+
+def test_without_services_a_notification_is_refused():
+    ctx = fake_ctx()
+    ctx.services = None
+    with pytest.raises(StepError, match="not available"):
+        run({"channel": "slack", "url": "https://hooks.example.com/x", "message": "m"}, ctx)

@@ -7,6 +7,7 @@ import pytest
 from steps import publish
 from steps.errors import OutboundRefused, StepError, TransientError
 from tests.peers import WebhookReceiver, new_webhook_secret
+from tests.steps.fakes import FakeStepServices, fake_ctx
 from tests.steps.support import add_credential, fast_services, make_ctx, runtime_for
 from tests.steps.walking import walk_step
 
@@ -219,3 +220,39 @@ def test_a_credentials_headers_do_not_follow_a_redirect(services, session, setti
         with pytest.raises(OutboundRefused, match="refusing to follow a redirect"):
             run({"target": {"url": own.url, "credential": "pinned"}}, make_ctx(services=services))
     assert elsewhere.requests == []
+
+
+# --- with the in-memory services: the step's own logic, no app, database or receiver ----
+
+
+def test_a_target_is_handed_to_deliver_under_the_steps_key():
+    fake = FakeStepServices(status_code=202)
+    ctx = fake_ctx({"title": "Hat"}, services=fake, step_id="pub")
+    result = run({"target": {"url": "https://example.com/in", "credential": "hook"}}, ctx)
+    assert fake.deliveries == [
+        {
+            "target": {
+                "url": "https://example.com/in",
+                "credential": "hook",
+                "headers": {},
+                "timeout_seconds": 10.0,
+            },
+            "key": "run_1:ent_1:pub",
+        }
+    ]
+    assert result.output == {"publishedVersion": 2, "delivery": {"statusCode": 202}}
+    assert ctx.entity.published is True
+
+
+def test_a_failed_delivery_leaves_the_step_failing_with_that_error():
+    fake = FakeStepServices(fail=TransientError("receiver said 503"))
+    with pytest.raises(TransientError, match="503"):
+        run({"target": {"url": "https://example.com/in"}}, fake_ctx(services=fake))
+    assert fake.deliveries == []
+
+
+def test_a_target_without_services_is_refused():
+    ctx = fake_ctx()
+    ctx.services = None
+    with pytest.raises(StepError, match="not available"):
+        run({"target": {"url": "https://example.com/in"}}, ctx)
