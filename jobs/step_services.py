@@ -31,6 +31,7 @@ from steps.clients.llm import LLMGateway, RetryPolicy
 from steps.clients.outbound import OutboundPolicy
 from steps.clients.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from steps.errors import StepError, TransientError
+from steps.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ def send_run_summary(
             if not exc.retryable or attempt == attempts:
                 raise RuntimeError(redact_text(exc.message, services.secrets())) from None
             hint = exc.retry_after if isinstance(exc, TransientError) else None
-            delay = max(backoff * 2 ** (attempt - 1), hint or 0.0)
+            delay = backoff_delay(attempt, backoff, hint, jitter=(1.0, 1.0))
             sleep(min(delay, MAX_SUMMARY_BACKOFF_SECONDS))
     with runtime.session() as session:
         session.add(

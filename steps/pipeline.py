@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from steps import retry
 from steps.base import Action, EntityState, SideEffect, StepContext, StepResult, StepServices
 from steps.errors import Interrupted, StepError, TransientError
 from steps.registry import get_step_type
@@ -70,11 +71,10 @@ class RunInfo:
 
 
 def backoff_delay(attempt: int, base_seconds: float, retry_after: float | None) -> float:
-    """Exponential backoff with jitter for retry number ``attempt`` (1-based)."""
-    delay = base_seconds * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    """Exponential backoff with jitter for retry number ``attempt`` (1-based), at least the
+    server's ``retry_after`` (``steps.retry``; the jitter is drawn from this module's
+    ``random``)."""
+    return retry.backoff_delay(attempt, base_seconds, retry_after, uniform=random.uniform)
 
 
 def run_step(

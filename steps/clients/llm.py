@@ -5,12 +5,10 @@ step's ``settings.retry`` retries), and parses JSON replies.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +16,7 @@ from steps.clients import ResolvedCredential
 from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request, same_origin
 from steps.clients.ratelimit import Limits, RateLimiter
 from steps.errors import OutboundTimeout, OutboundUnreachable, StepError, TransientError
+from steps.retry import backoff_delay, retry_after_seconds
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -67,27 +66,6 @@ class Provider(Protocol):
     ) -> Completion: ...
 
     def check(self, *, timeout: float) -> str: ...
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds asked for by ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
 
 
 def provider_message(response: OutboundResponse) -> str:
@@ -368,8 +346,9 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for retry number ``attempt`` (0-based)."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2**attempt)
-        return ceiling * random.uniform(0.5, 1.0)
+        return backoff_delay(
+            attempt + 1, self.backoff_seconds, cap=self.max_backoff_seconds, jitter=(0.5, 1.0)
+        )
 
 
 @dataclass(frozen=True)

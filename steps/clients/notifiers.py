@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from steps.clients import webhooks
-from steps.clients.llm import retry_after_seconds
 from steps.clients.outbound import OutboundPolicy, origin, request
 from steps.errors import OutboundTimeout, StepError, TransientError
+from steps.retry import retry_after_seconds
 
 
 def send_slack(policy: OutboundPolicy, url: str, *, text: str, timeout: float = 10.0) -> None:

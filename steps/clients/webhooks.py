@@ -13,9 +13,9 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from steps.clients import ResolvedCredential
-from steps.clients.llm import retry_after_seconds
 from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request, same_origin
 from steps.errors import StepError, TransientError
+from steps.retry import retry_after_seconds
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 RESERVED_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
