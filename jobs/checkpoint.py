@@ -114,6 +114,7 @@ class Checkpointer:
     _held: dict[int, Item] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _urgent: bool = False
+    _flushing: bool = False
     _closing: bool = False
     _thread: threading.Thread | None = None
     _renewed_at: float = field(default_factory=time.monotonic)
@@ -154,6 +155,18 @@ class Checkpointer:
             if item.lost or (self._closing and self._thread is None):
                 return False
         return not item.lost
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Write what is pending now and wait for it; True if nothing is left unsaved."""
+        with self._cond:
+            self._urgent = True
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: not self._dirty and not self._flushing, timeout)
+
+    @property
+    def unsaved(self) -> bool:
+        with self._cond:
+            return bool(self._dirty) or self._flushing
 
     def close(self, *, attempts: int = 60) -> bool:
         """Stop the writer after a last flush; False if some progress could not be saved."""
@@ -221,6 +234,7 @@ class Checkpointer:
         """Write every pending snapshot in one transaction; False (kept for later) on failure."""
         with self._cond:
             batch, self._dirty = self._dirty, {}
+            self._flushing = True
         try:
             self._write(list(batch.values()), renew=renew)
         except Exception as exc:
@@ -229,7 +243,12 @@ class Checkpointer:
             with self._cond:
                 for seq, snap in batch.items():
                     self._dirty[seq] = _merged(self._dirty.get(seq) or snap, snap)
+                self._flushing = False
+                self._cond.notify_all()
             return False
+        with self._cond:
+            self._flushing = False
+            self._cond.notify_all()
         self.failures = 0
         for snap in batch.values():
             if snap.saved is not None:

@@ -131,6 +131,7 @@ class Lane:
         self.info: RunInfo | None = None
         self.services: Any = None
         self.active = 0  # items on the I/O pool, not yet finished
+        self.full = False  # the last claim found the run at its concurrency
         self.cond = threading.Condition()
 
     def run(self) -> bool:
@@ -156,7 +157,9 @@ class Lane:
                     if wanted < 0:  # the pool is busy: wait for a thread to free up
                         self._wait_for_room()
                         continue
-                    break  # nothing left to claim (or no room under the run's concurrency)
+                    if self.full and self._room_may_come():
+                        continue
+                    break  # nothing left to claim, or others hold the run's concurrency
                 self._start(claim)
         finally:
             self._drain()
@@ -200,8 +203,22 @@ class Lane:
         self.pool.release(wanted - (len(claim.items) if claim else 0))
         return claim, wanted
 
+    def _room_may_come(self) -> bool:
+        """The run is at its concurrency: wait if this lane's own items will make room."""
+        with self.cond:
+            active = self.active
+        if active:
+            self._wait_for_room()
+            return True
+        cp = self.checkpointer
+        if cp is not None and cp.unsaved:  # finished items not yet written still count
+            cp.settle()
+            return True
+        return False
+
     def _accept(self, claim: Claim | None) -> Claim | None:
         """Set the lane up from its first claim; None when it brought no items."""
+        self.full = claim is not None and claim.full
         if claim is None:
             return None
         if self.checkpointer is None:

@@ -46,6 +46,7 @@ class Claim:
     token: str
     info: RunInfo
     cancel_requested: bool = False
+    full: bool = False  # no room: the run has ``concurrency`` entities in flight already
     items: list[Item] = field(default_factory=list)
 
 
@@ -94,7 +95,8 @@ def claim_items(
             room = min(limit, concurrency - int(in_flight or 0))
         if room <= 0:
             session.commit()
-            return None
+            claim.full = True
+            return claim
         # Materialized, so the pick runs exactly once: as a plain IN (subquery) PostgreSQL
         # may run it again per row, and SKIP LOCKED then skips the rows this very UPDATE
         # has just changed and picks more, past the LIMIT. Joined (UPDATE ... FROM picked),

@@ -41,13 +41,13 @@ def _progress(client, keys, workflow_id: str, run_id: str) -> dict:
     ).json
 
 
-def _wait_until(predicate, timeout: float = 30.0) -> None:
+def _wait_until(predicate, timeout: float = 30.0, state=lambda: None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError("condition not reached")
+    raise AssertionError(f"condition not reached: {state()}")
 
 
 def test_a_dry_run_writes_no_entity_sends_nothing_and_shows_the_patches(app, client, keys):
@@ -174,3 +174,59 @@ def test_a_dry_run_passes_a_gate_as_if_approved(app, client, keys):
     run = wait_for_run(client, keys, workflow["id"], run_id)
     assert run["progress"]["completed"] == 5
     assert client.get(f"/api/v1/approvals?runId={run_id}", headers=keys.header()).json == []
+
+
+def test_ten_thousand_waiting_hold_no_worker_and_4000_approved_resume_exactly(
+    app, client, keys, session
+):
+    entity_type = make_entity_type(client, keys)
+    entities = []
+    for _ in range(2):  # the bulk endpoint takes 10,000 at most per call
+        entities += make_entities(client, keys, entity_type["id"], 5000)
+    gate = {"id": "review", "type": "approval", "config": {}}
+    steps = [SLUG, gate, {"id": "pub", "type": "publish", "config": {}}]
+    workflow = make_workflow(client, keys, entity_type["id"], steps)
+    run_id = _run(client, keys, workflow["id"], entityIds=[e["id"] for e in entities])
+    def progress() -> dict:
+        return _progress(client, keys, workflow["id"], run_id)["progress"]
+
+    _wait_until(lambda: progress()["awaitingApproval"] == 10_000, timeout=120, state=progress)
+    # Waiting holds no worker: another run goes through from start to end meanwhile.
+    other = make_workflow(client, keys, entity_type["id"], [SLUG])
+    other_run = _run(client, keys, other["id"], entityIds=[e["id"] for e in entities[:50]])
+    assert wait_for_run(client, keys, other["id"], other_run)["status"] == "completed"
+
+    ids, cursor = [], None
+    while len(ids) < 4000:
+        url = f"/api/v1/approvals?runId={run_id}&limit=1000" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
+        page = client.get(url, headers=keys.header("viewer"))
+        ids += [a["id"] for a in page.json]
+        cursor = page.headers.get("X-Next-Cursor")
+    chosen = ids[:4000]
+    decided = client.post(
+        "/api/v1/approvals/decide",
+        json={"ids": chosen, "decision": "approve"},
+        headers=keys.header("executor"),
+    )
+    assert decided.status_code == 200 and decided.json["decided"] == 4000
+    _wait_until(
+        lambda: _progress(client, keys, workflow["id"], run_id)["progress"]["completed"] == 4000,
+        timeout=120,
+        state=lambda: _progress(client, keys, workflow["id"], run_id),
+    )
+    run = _progress(client, keys, workflow["id"], run_id)
+    assert run["status"] == "running" and run["progress"]["awaitingApproval"] == 6000
+    approved = session.scalars(
+        select(RunItem.entity_id).where(RunItem.run_id == run_id, RunItem.status == "completed")
+    ).all()
+    session.rollback()
+    by_approval = {
+        a["entityId"]
+        for a in client.get(
+            f"/api/v1/approvals?runId={run_id}&status=approved&limit=1000",
+            headers=keys.header("viewer"),
+        ).json
+    }
+    assert len(approved) == 4000 and set(approved) >= by_approval  # exactly those resumed
