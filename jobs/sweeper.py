@@ -158,7 +158,9 @@ def run_sweeper(rt: runtime.Runtime, stop: threading.Event) -> None:
     runtime.install(rt, thread_only=True)
     while not stop.wait(rt.settings.sweep_interval_seconds):
         try:
-            sweep(rt)
+            stats = sweep(rt)
+            if any(stats.values()):
+                log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in stats.items() if v))
         except Exception:  # the sweeper must outlive a database or Redis outage
             log.exception("sweep failed; retrying at the next interval")
 
