@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from steps.errors import Interrupted
 
@@ -60,6 +60,18 @@ class EntityState:
         return EntityState(
             self.id, copy.deepcopy(self.data), self.status, self.version, self.published
         )
+
+
+class StepRecord(TypedDict):
+    """One step's entry in a run item's ``steps``: what it did, how long, in how many tries."""
+
+    stepId: str
+    type: str
+    status: str  # running | completed | failed | cancelled | awaiting_approval
+    output: dict[str, Any] | None
+    error: str | None
+    durationMs: int
+    attempts: int
 
 
 @dataclass

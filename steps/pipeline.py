@@ -10,10 +10,18 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from steps import retry
-from steps.base import Action, EntityState, SideEffect, StepContext, StepResult, StepServices
+from steps.base import (
+    Action,
+    EntityState,
+    SideEffect,
+    StepContext,
+    StepRecord,
+    StepResult,
+    StepServices,
+)
 from steps.errors import Interrupted, StepError, TransientError
 from steps.registry import get_step_type
 
@@ -31,6 +39,7 @@ class EntityProgress:
     next_step: int = 0
     status: str = "running"  # running | awaiting_approval | completed | failed | cancelled
     error: str | None = None
+    # StepRecords, held as plain dicts: the engine (jobs/checkpoint.py) reads them as such.
     records: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: {"inputTokens": 0, "outputTokens": 0})
     paused: float = 0.0  # seconds spent waiting for a turn (rate limits): not on its clock
@@ -87,7 +96,7 @@ def run_step(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     should_stop: Callable[[], bool] = lambda: False,
-) -> dict[str, Any]:
+) -> StepRecord:
     """Run the entity's next step, with retries; update ``progress``; return the step record.
 
     ``deadline`` is on ``clock``; ``timeout_seconds`` (else the run's entity timeout) is
@@ -99,7 +108,7 @@ def run_step(
     max_attempts = int(retry.get("max_attempts", 1))
     base_seconds = float(retry.get("backoff_seconds", 1.0))
     started = clock()
-    record: dict[str, Any] = {
+    record: StepRecord = {
         "stepId": step["id"],
         "type": step["type"],
         "status": "running",
@@ -145,7 +154,7 @@ def run_step(
             record["status"] = "cancelled"
             progress.status, progress.error = "cancelled", "run cancelled"
             record["durationMs"] = int((clock() - started) * 1000)
-            progress.records.append(record)
+            progress.records.append(cast(dict[str, Any], record))
             return record
         except RecursionError:
             error = "the entity's data is nested too deeply to process"
@@ -169,12 +178,12 @@ def run_step(
         progress.status, progress.error = "failed", f"{step['id']}: {error}"
     else:
         _apply(progress, info, index, result, record)
-    progress.records.append(record)
+    progress.records.append(cast(dict[str, Any], record))
     return record
 
 
 def _apply(
-    progress: EntityProgress, info: RunInfo, index: int, result: StepResult, record: dict[str, Any]
+    progress: EntityProgress, info: RunInfo, index: int, result: StepResult, record: StepRecord
 ) -> None:
     """Record a finished step and move the entity to its next step or final state."""
     record["status"] = "completed"
