@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import click
 
+from app.statuses import TERMINAL
+
 F = TypeVar("F", bound=Callable[..., Any])
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 def remote_options(command: F) -> F:

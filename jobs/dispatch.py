@@ -10,6 +10,7 @@ from sqlmodel import col
 
 from app.ids import now_ms
 from app.models import JobLog, Run
+from app.queue import PROCESS_LANE
 from app.services.runs import insert_run_items
 from app.statuses import RunStatus
 from jobs import runtime
@@ -46,7 +47,7 @@ def start_lanes(rt: runtime.Runtime, run: Run) -> None:
         workers=rt.queue.workers(),
     )
     for _ in range(count):
-        rt.queue.enqueue("jobs.chunks.process_lane", run.id)
+        rt.queue.enqueue(PROCESS_LANE, run.id)
 
 
 def dispatch_run(run_id: str) -> None:

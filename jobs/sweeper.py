@@ -11,6 +11,7 @@ from sqlmodel import Session, col
 
 from app.ids import now_ms
 from app.models import Run, RunItem
+from app.queue import DISPATCH_RUN
 from app.services.approvals import expire_approvals
 from app.services.runs import purge_old_runs
 from app.statuses import ItemStatus, RunStatus
@@ -44,7 +45,7 @@ def sweep(rt: runtime.Runtime) -> dict[str, int]:
                         update(Run).where(col(Run.id) == run.id).values(heartbeat_at=now)
                     )
                     session.commit()
-                    rt.queue.enqueue("jobs.dispatch.dispatch_run", run.id)
+                    rt.queue.enqueue(DISPATCH_RUN, run.id)
                     stats["redispatched"] += 1
                 continue
             stats["quarantined"] += _quarantine(session, run, now)

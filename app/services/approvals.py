@@ -231,12 +231,17 @@ def _move_items(
             updated = _gate_record(
                 records or [],
                 approval.step_id,
-                {"status": "completed", "output": output, "durationMs": waited, "error": None},
+                {
+                    "status": ItemStatus.COMPLETED,
+                    "output": output,
+                    "durationMs": waited,
+                    "error": None,
+                },
             )
             updates.append(
                 {
                     "b_seq": seq,
-                    "b_status": "pending",
+                    "b_status": ItemStatus.PENDING,
                     "b_next_step": next_step,
                     "b_results": updated,
                     "b_error": None,
@@ -256,12 +261,17 @@ def _move_items(
             updated = _gate_record(
                 records or [],
                 approval.step_id,
-                {"status": "failed", "output": output, "durationMs": waited, "error": reason},
+                {
+                    "status": ItemStatus.FAILED,
+                    "output": output,
+                    "durationMs": waited,
+                    "error": reason,
+                },
             )
             updates.append(
                 {
                     "b_seq": seq,
-                    "b_status": "failed",
+                    "b_status": ItemStatus.FAILED,
                     "b_next_step": gate,
                     "b_results": updated,
                     "b_error": reason,
@@ -508,12 +518,16 @@ def close_for_cancel(session: Session, *, run_id: str, now: int) -> int:
             col(RunItem.status) == AWAITING,
             col(RunItem.state).is_not(None),
         )
-        .values(status="pending", claim_token=None, lease_expires_at=None)
+        .values(status=ItemStatus.PENDING, claim_token=None, lease_expires_at=None)
     )
     result = session.execute(
         update(RunItem)
         .where(col(RunItem.run_id) == run_id, col(RunItem.status) == AWAITING)
-        .values(status="cancelled", error="run cancelled while awaiting approval", completed_at=now)
+        .values(
+            status=ItemStatus.CANCELLED,
+            error="run cancelled while awaiting approval",
+            completed_at=now,
+        )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
