@@ -12,6 +12,7 @@ from flask import request
 from sqlalchemy import Select
 from sqlalchemy.orm import Mapped
 
+from app.bounds import bound_integers
 from app.errors import ValidationFailed
 from app.jsonbody import unstorable_reason
 
@@ -30,8 +31,6 @@ class PageArgs(ma.Schema):
 
     def on_bind_field(self, field_name: str, field_obj: ma.fields.Field) -> None:
         """Every integer filter of a list (``updatedSince``...) holds in 64 bits."""
-        from app.schemas import bound_integers
-
         bound_integers(field_obj)
 
     limit = ma.fields.Integer(

@@ -6,19 +6,13 @@ from typing import Any
 
 import marshmallow as ma
 
+from app.bounds import bound_integers
+
 
 def camelcase(name: str) -> str:
     """``entity_type_id`` → ``entityTypeId``."""
     head, *rest = name.rstrip("_").split("_")
     return head + "".join(part.title() for part in rest)
-
-
-# Integers the database can hold (PostgreSQL BIGINT, SQLite INTEGER): a larger one in a
-# query or body would reach SQL and fail there.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-INT64_RANGE = ma.validate.Range(
-    min=INT64_MIN, max=INT64_MAX, error="Must be a 64-bit integer (at most {max})."
-)
 
 
 class Schema(ma.Schema):
@@ -34,16 +28,6 @@ class Schema(ma.Schema):
         if field_obj.data_key is None:
             field_obj.data_key = camelcase(field_name)
         bound_integers(field_obj)
-
-
-def bound_integers(field_obj: ma.fields.Field) -> None:
-    """Add the 64-bit range to an integer field, or to the integers a container holds."""
-    if isinstance(field_obj, ma.fields.Integer) and INT64_RANGE not in field_obj.validators:
-        field_obj.validators = [*field_obj.validators, INT64_RANGE]
-    elif isinstance(field_obj, ma.fields.List):
-        bound_integers(field_obj.inner)
-    elif isinstance(field_obj, ma.fields.Dict) and field_obj.value_field is not None:
-        bound_integers(field_obj.value_field)
 
 
 class Timestamp(ma.fields.Integer):
