@@ -155,6 +155,7 @@ _FREE_FILTERS = frozenset(
 _ITERATING_FILTERS = frozenset({"list", "unique", "sort", "batch", "slice", "groupby", "wordcount"})
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _POINTER = 8  # bytes per list slot
+_OBJECT = 64  # bytes a new small object (a str, list or tuple) takes at least
 _CONTEXT_KWARGS = frozenset({"_loop_vars", "_block_vars"})  # added by Jinja to calls
 
 
@@ -376,6 +377,7 @@ def _charged_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
         _tick()
+        _charge(_OBJECT)  # a filter makes a new object, mapped over a million items or not
         value = args[offset] if len(args) > offset else None
         if isinstance(value, str):
             if iterates:  # one object per character: cached for ASCII, new ones otherwise
@@ -565,7 +567,7 @@ class ConveyorSandbox(ImmutableSandboxedEnvironment):
             raise TemplateError(f"batch() size must be between 1 and {MAX_RANGE}")
         from jinja2.filters import do_batch
 
-        return do_batch(value, linecount, fill_with)
+        return _charged_chunks(do_batch(value, linecount, fill_with))
 
     def _filter_sum(self, iterable: Iterable[Any], attribute: Any = None, start: Any = 0) -> Any:
         if attribute is not None:
@@ -601,8 +603,9 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
             if isinstance(seq, str | list | tuple) and isinstance(n, int) and n > 0:
                 _check_size(len(seq) * n, "result of '*'")
                 per_item = _str_bytes(seq, 1) if isinstance(seq, str) else _POINTER
-                _charge(per_item * len(seq) * n)
+                _charge(_OBJECT + per_item * len(seq) * n)
     elif operator == "+" and isinstance(left, str | list | tuple):
+        _charge(_OBJECT)
         size = len(left) + _length(right)
         _check_size(size, "result of '+'")
         wide = isinstance(left, str) and not (left.isascii() and _ascii(right))
@@ -611,6 +614,13 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
         _check_percent_format(left)
         _check_percent_args(right)
         _charge(_str_bytes(left))
+
+
+def _charged_chunks(chunks: Iterator[list[Any]]) -> Iterator[list[Any]]:
+    """``batch``'s lists, each counted as it is made."""
+    for chunk in chunks:
+        _charge(_OBJECT + _POINTER * len(chunk))
+        yield chunk
 
 
 def _ascii(value: Any) -> bool:
@@ -631,6 +641,7 @@ def _check_str_call(owner: str, name: str, args: tuple[Any, ...], kwargs: dict[s
     """Size checks for the allow-listed ``str`` methods, before they run."""
     if name in _STR_QUERIES:
         return
+    _charge(_OBJECT)
     if name in ("ljust", "rjust", "center", "zfill") and args and isinstance(args[0], int):
         _check_size(args[0], f"result of {name}()")
         _charge(_str_bytes(owner, max(args[0], len(owner))))

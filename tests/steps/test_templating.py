@@ -214,6 +214,9 @@ BOMBS = [
     ("render", "{% set s = 'a' * 999999 %}{{ '{}'.format([s] * 1000) }}"),
     ("render", "{% set s = 'a' * 999999 %}{{ ([s] * 1000)|tojson }}"),
     ("render", "{% set s = 'é' * 999999 %}{{ ([s] * 1000)|map('upper')|list|length }}"),
+    # A million small objects, one per item of a cheap list, add up too.
+    ("render", "{{ (['a'] * 1000000)|batch(1)|list|length }}"),
+    ("render", "{{ (['a'] * 1000000)|map('list')|list|length }}"),
     ("transform", "{{ range(100000)|map('center', 999999) }}"),
     ("transform", "{% set s = 'a' * 999999 %}{{ [s] * 1000 }}"),
 ]
