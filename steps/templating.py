@@ -424,14 +424,6 @@ class ConveyorSandbox(ImmutableSandboxedEnvironment):
 
     # -- time -----------------------------------------------------------------------------
 
-    @property
-    def budget(self) -> _Budget | None:
-        """This thread's render budget."""
-        return _budget()
-
-    def _tick(self) -> None:
-        _tick()
-
     def loop_checked(self, iterable: Any) -> Iterator[Any]:
         """A ``{% for %}`` iterable that checks the deadline on every item."""
         for item in iterable:
