@@ -38,6 +38,7 @@ class State:
         self.rpm = rpm
         self.receiver_latency = receiver_latency
         self.window: collections.deque[float] = collections.deque()
+        self.admitted: list[float] = []  # when each admitted request arrived
         self.completions: list[float] = []
         self.rate_limited = 0
         self.in_flight = 0
@@ -53,6 +54,10 @@ class State:
         if len(self.window) >= self.rpm:
             return False
         self.window.append(now)
+        self.admitted.append(now)
+        if len(self.admitted) == 1:
+            self.first_admitted_wall = time.time()
+        self.last_admitted_wall = time.time()
         return True
 
     def stats(self) -> dict[str, Any]:
@@ -60,6 +65,11 @@ class State:
             "completions": len(self.completions),
             "firstCompletion": self.completions[0] if self.completions else None,
             "lastCompletion": self.completions[-1] if self.completions else None,
+            "admitted": len(self.admitted),
+            "firstAdmitted": self.admitted[0] if self.admitted else None,
+            "lastAdmitted": self.admitted[-1] if self.admitted else None,
+            "firstAdmittedWall": getattr(self, "first_admitted_wall", None),
+            "lastAdmittedWall": getattr(self, "last_admitted_wall", None),
             "rateLimited": self.rate_limited,
             "peakInFlight": self.peak_in_flight,
             "deliveries": self.deliveries,
