@@ -17,19 +17,20 @@ from typing import Any
 import jsonpatch
 
 from jobs.claims import Item
-from steps.base import StepContext
+from steps.base import LLMClient, StepContext, StepServices
 
 
 class DryRunServices:
     """Real step services whose deliveries and notifications are recorded, not sent."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: StepServices) -> None:
         self.real = real
-        self.llm = real.llm
+        self.llm: LLMClient = real.llm
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
 
     def secrets(self) -> list[str]:
+        """The real services' secrets: redaction works as in a real run."""
         return list(self.real.secrets())
 
     def _record(self, ctx: StepContext, request: dict[str, Any]) -> None:
