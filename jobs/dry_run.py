@@ -29,6 +29,10 @@ class DryRunServices:
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
 
+    def kv(self, namespace: str, key: str, default: Any = None) -> Any:
+        """KV values are read for real (a dry run writes none)."""
+        return self.real.kv(namespace, key, default)
+
     def secrets(self) -> list[str]:
         """The real services' secrets: redaction works as in a real run."""
         return list(self.real.secrets())

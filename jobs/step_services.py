@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -93,6 +93,9 @@ class CredentialStore:
             return list(self._secrets)
 
 
+_MISSING = object()
+
+
 @dataclass
 class ChunkServices:
     """The side-effect clients of one chunk of one run."""
@@ -102,10 +105,34 @@ class ChunkServices:
     policy: OutboundPolicy
     credentials: CredentialStore
     llm: LLMGateway
+    runtime: Runtime | None = None
+    _kv_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
         """Credential values to redact from logs, outputs and errors."""
         return self.credentials.secrets()
+
+    def kv(self, namespace: str, key: str, default: Any = None) -> Any:
+        """The workspace's KV value, read once per chunk (the run sees one value of it)."""
+        from app.services.kv import read_kv
+
+        cache = self._kv_cache
+        if (namespace, key) not in cache:
+            if self.runtime is None:
+                return default
+            try:
+                with self.runtime.session() as session:
+                    cache[(namespace, key)] = read_kv(
+                        session,
+                        workspace_id=self.workspace_id,
+                        namespace=namespace,
+                        key=key,
+                        default=_MISSING,
+                    )
+            except SQLAlchemyError as exc:
+                raise TransientError(f"kv({namespace!r}, {key!r}): {exc}") from exc
+        value = cache[(namespace, key)]
+        return default if value is _MISSING else value
 
     def deliver(self, target: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         """POST the published entity to ``target``, signed with its credential's secret.
@@ -255,7 +282,7 @@ def build_services(runtime: Runtime, workspace_id: str, run_id: str) -> ChunkSer
         retry=RetryPolicy(),
         observe=functools.partial(metrics.observe_provider_call, metrics.store_for(settings)),
     )
-    return ChunkServices(workspace_id, run_id, policy, credentials, llm)
+    return ChunkServices(workspace_id, run_id, policy, credentials, llm, runtime)
 
 
 def format_duration(ms: int) -> str:

@@ -118,6 +118,10 @@ class StepServices(Protocol):
         """Send a rendered notification on ``config['channel']`` (``notify``)."""
         ...
 
+    def kv(self, namespace: str, key: str, default: Any = None) -> Any:
+        """The workspace's KV value at ``namespace/key`` (``kv()`` in templates)."""
+        ...
+
 
 @dataclass
 class StepContext:
@@ -149,7 +153,14 @@ class StepContext:
             "steps": {k: {"output": v} for k, v in self.outputs.items()},
             "run": self.run,
             "input": self.input,
+            "kv": self.read_kv,
         }
+
+    def read_kv(self, namespace: str, key: str, default: Any = None) -> Any:
+        """``kv('namespace', 'key', default)`` in templates: the workspace's stored value."""
+        if self.services is None:
+            return default
+        return self.services.kv(str(namespace), str(key), default)
 
     def wait_turn(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Wait ``seconds`` for a shared resource (a rate-limit slot): waiting behind other

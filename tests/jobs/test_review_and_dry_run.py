@@ -187,6 +187,7 @@ def test_ten_thousand_waiting_hold_no_worker_and_4000_approved_resume_exactly(
     steps = [SLUG, gate, {"id": "pub", "type": "publish", "config": {}}]
     workflow = make_workflow(client, keys, entity_type["id"], steps)
     run_id = _run(client, keys, workflow["id"], entityIds=[e["id"] for e in entities])
+
     def progress() -> dict:
         return _progress(client, keys, workflow["id"], run_id)["progress"]
 
@@ -230,3 +231,57 @@ def test_ten_thousand_waiting_hold_no_worker_and_4000_approved_resume_exactly(
         ).json
     }
     assert len(approved) == 4000 and set(approved) >= by_approval  # exactly those resumed
+
+
+def test_two_runs_incrementing_one_counter_end_at_exactly_2000(app, client, keys):
+    entity_type = make_entity_type(client, keys)
+    entities = make_entities(client, keys, entity_type["id"], 1000)
+    count = {
+        "id": "count",
+        "type": "transform",
+        "config": {
+            "kvIncr": {"stats/seen": 1, "stats/price-total": "{{ entity.data.price }}"},
+            "kvSet": {"stats/last": "{{ entity.id }}"},
+        },
+    }
+    workflow = make_workflow(client, keys, entity_type["id"], [count])
+    ids = [e["id"] for e in entities]
+    first = _run(client, keys, workflow["id"], entityIds=ids)
+    second = _run(client, keys, workflow["id"], entityIds=ids)  # at the same time
+    for run_id in (first, second):
+        assert wait_for_run(client, keys, workflow["id"], run_id)["status"] == "completed"
+    seen = client.get("/api/v1/kv/stats/seen", headers=keys.header()).json
+    assert seen["value"] == 2000
+    total = client.get("/api/v1/kv/stats/price-total", headers=keys.header()).json
+    assert total["value"] == 2 * sum(range(1000))
+    last = client.get("/api/v1/kv/stats/last", headers=keys.header()).json
+    assert last["value"] in set(ids)
+    # a dry run writes nothing to the store
+    dry = _run(client, keys, workflow["id"], entityIds=ids[:10], dryRun=True)
+    wait_for_run(client, keys, workflow["id"], dry)
+    assert client.get("/api/v1/kv/stats/seen", headers=keys.header()).json["value"] == 2000
+
+
+def test_templates_read_the_kv_store(app, client, keys):
+    response = client.put(
+        "/api/v1/kv/config/suffix", json=" (2026 edition)", headers=keys.header("editor")
+    )
+    assert response.status_code in (200, 201), response.json
+    entity_type = make_entity_type(client, keys)
+    entities = make_entities(client, keys, entity_type["id"], 3)
+    step = {
+        "id": "name",
+        "type": "transform",
+        "config": {
+            "set": {
+                "label": "{{ entity.data.title }}{{ kv('config', 'suffix', '') }}",
+                "other": "{{ kv('config', 'missing', 'none') }}",
+            }
+        },
+    }
+    workflow = make_workflow(client, keys, entity_type["id"], [step])
+    run_id = _run(client, keys, workflow["id"], entityIds=[e["id"] for e in entities])
+    assert wait_for_run(client, keys, workflow["id"], run_id)["status"] == "completed"
+    stored = client.get(f"/api/v1/entities/{entities[1]['id']}", headers=keys.header()).json
+    assert stored["data"]["label"] == "Item 1 (2026 edition)"
+    assert stored["data"]["other"] == "none"

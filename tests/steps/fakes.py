@@ -40,12 +40,17 @@ class FakeStepServices:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     loaded_secrets: list[str] = field(default_factory=list)
+    kv_values: dict[str, Any] = field(default_factory=dict)
     fail: Exception | None = None
     status_code: int = 200
 
     def secrets(self) -> list[str]:
         """The secrets a test says were loaded."""
         return list(self.loaded_secrets)
+
+    def kv(self, namespace: str, key: str, default: Any = None) -> Any:
+        """A value of ``kv_values`` (``{"ns/key": value}``)."""
+        return self.kv_values.get(f"{namespace}/{key}", default)
 
     def deliver(self, target: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
         """Record the delivery under the step's idempotency key."""
