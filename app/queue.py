@@ -25,7 +25,7 @@ from flask import Flask
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import Session as SQLModelSession
 
 from app.config import Settings
@@ -248,13 +248,12 @@ def _send_pending(session: Session) -> None:
         queue.enqueue(func, *args)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    """Nothing that waited for a rolled-back transaction is sent (a savepoint's rollback
-    leaves the outer transaction's work)."""
-    if session.in_nested_transaction():
-        return
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "after_transaction_end")
+def _drop_pending(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without its commit (rolled back, or its session closed)
+    sends nothing; a savepoint's end leaves the outer transaction's work alone."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 # --- Flask ----------------------------------------------------------------------------

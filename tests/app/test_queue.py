@@ -95,3 +95,13 @@ def test_tasks_leave_in_the_order_they_were_queued(session):
 )
 def test_every_task_name_the_port_declares_resolves_to_a_function(name):
     assert callable(resolve(name))
+
+
+def test_a_session_closed_without_its_commit_sends_nothing(session):
+    queue = RecordingQueue()
+    _write(session)
+    enqueue_after_commit(session, queue, DISPATCH_RUN, "run_1")
+    session.close()
+    _write(session)
+    session.commit()
+    assert queue.sent == []
