@@ -200,3 +200,140 @@ def test_a_notification_interrupted_by_a_crash_is_not_sent_again(client, keys, s
         assert told["stepId"] == "tell"
         assert told["output"] == {"channel": "webhook", "delivered": None}
         assert "not re-sent" in told["error"]
+
+
+def test_a_poisoned_entity_fails_alone_with_its_real_error(client, keys):
+    entity_type = make_entity_type(client, keys)
+    entities = make_entities(client, keys, entity_type["id"], 19, tag="blue")
+    lacking = client.post(
+        "/api/v1/entities",
+        json={"entityTypeId": entity_type["id"], "data": {"title": "No tag", "price": 1}},
+        headers=keys.header("editor"),
+    ).json
+    deep: dict = {"leaf": 1}
+    for _ in range(600):
+        deep = {"d": deep}
+    nested = client.post(
+        "/api/v1/entities",
+        json={"entityTypeId": entity_type["id"], "data": {"title": "Deep", "price": 2}},
+        headers=keys.header("editor"),
+    ).json
+    # the API refuses 600 levels of JSON, so the nesting is stored the way a migration would
+    from app.models import Entity
+
+    with client.application.app_context():
+        from sqlmodel import Session
+
+        with Session(client.application.extensions["conveyor.engine"]) as session:
+            row = session.get(Entity, nested["id"])
+            row.data = {"title": "Deep", "price": 2, "deep": deep}
+            session.add(row)
+            session.commit()
+    steps = [
+        {"id": "tags", "type": "transform", "config": {"set": {"tags": "{{ [entity.data.tag] }}"}}}
+    ]
+    workflow = make_workflow(client, keys, entity_type["id"], steps)
+    ids = [e["id"] for e in entities] + [lacking["id"], nested["id"]]
+    response = client.post(
+        f"/api/v1/workflows/{workflow['id']}/run", json={"entityIds": ids}, headers=keys.header()
+    )
+    run = wait_for_run(client, keys, workflow["id"], response.json["runId"])
+    assert run["progress"]["completed"] == 19 and run["progress"]["failed"] == 2
+    items = client.get(
+        f"/api/v1/workflows/{workflow['id']}/runs/{run['id']}/items?status=failed",
+        headers=keys.header(),
+    ).json
+    errors = {i["entityId"]: i["error"] for i in items}
+    assert set(errors) == {lacking["id"], nested["id"]}
+    assert "tag" in errors[lacking["id"]] and "undefined" in errors[lacking["id"]]
+    assert "timed out" not in errors[nested["id"]]
+
+
+def test_the_sweeper_quarantines_an_entity_that_lost_its_worker_three_times(
+    client, keys, session, jobs_here
+):
+    entity_type = make_entity_type(client, keys)
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 3)]
+    created = make_workflow(client, keys, entity_type["id"], STEPS)
+    run, rt = jobs_here(created["id"], ids)
+    for lost in range(1, 4):  # claimed, and the worker dies: the lease runs out
+        claim = claim_items(rt, run.id, f"lane-{lost}", 10)
+        assert claim is not None and len(claim.items) == 3
+        with rt.session() as s:
+            s.execute(update(RunItem).where(RunItem.run_id == run.id).values(lease_expires_at=0))
+            s.commit()
+        stats = sweep(rt)
+        assert stats["quarantined"] == (3 if lost == 3 else 0)
+    items = client.get(
+        f"/api/v1/workflows/{created['id']}/runs/{run.id}/items", headers=keys.header()
+    ).json
+    assert {i["status"] for i in items} == {"failed"}
+    assert {i["error"] for i in items} == {
+        "quarantined: worker lost 3 times while running step shape"
+    }
+    finished = client.get(
+        f"/api/v1/workflows/{created['id']}/runs/{run.id}", headers=keys.header()
+    ).json
+    assert finished["status"] == "failed" and finished["progress"]["failed"] == 3
+
+
+def test_a_catastrophic_regex_finishes_in_a_worker_while_another_workspace_runs_on(client, keys):
+    """RE2 runs user regexes in linear time: ``^(a+)+$`` over 50 a's and a ``!`` (which
+    Python's ``re`` would take hours over) fails its entities at once, and another
+    workspace's run started alongside completes."""
+    from tests.bounded import finishes_within
+
+    entity_type = make_entity_type(client, keys)
+    ids = [e["id"] for e in make_entities(client, keys, entity_type["id"], 20, code="a" * 50 + "!")]
+    rule = {"field": "code", "pattern": "^(a+)+$"}
+    check = {"id": "check", "type": "validate", "config": {"rules": [rule]}}
+    workflow = make_workflow(client, keys, entity_type["id"], [check])
+    other = {"Authorization": f"Bearer {keys.other_admin}"}
+    other_type = client.post(
+        "/api/v1/entity-types", json={"name": "Other", "schema": {"type": "object"}}, headers=other
+    ).json
+    other_ids = [
+        e["id"]
+        for e in client.post(
+            "/api/v1/entities/bulk",
+            json={
+                "entities": [
+                    {"entityTypeId": other_type["id"], "data": {"n": i}} for i in range(50)
+                ]
+            },
+            headers=other,
+        ).json
+    ]
+    other_workflow = client.post(
+        "/api/v1/workflows",
+        json={
+            "name": "Other",
+            "entityTypeId": other_type["id"],
+            "steps": [
+                {"id": "t", "type": "transform", "config": {"set": {"m": "{{ entity.data.n }}"}}}
+            ],
+        },
+        headers=other,
+    ).json
+    with finishes_within(30):
+        slow = client.post(
+            f"/api/v1/workflows/{workflow['id']}/run",
+            json={"entityIds": ids},
+            headers=keys.header(),
+        ).json["runId"]
+        fast = client.post(
+            f"/api/v1/workflows/{other_workflow['id']}/run",
+            json={"entityIds": other_ids},
+            headers=other,
+        ).json["runId"]
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            done = client.get(
+                f"/api/v1/workflows/{other_workflow['id']}/runs/{fast}", headers=other
+            ).json
+            if done["status"] == "completed":
+                break
+            time.sleep(0.05)
+        assert done["status"] == "completed" and done["progress"]["completed"] == 50
+        run = wait_for_run(client, keys, workflow["id"], slow)
+    assert run["progress"]["failed"] == 20  # the code does not match: validation fails
