@@ -244,8 +244,16 @@ def _send_pending(session: Session) -> None:
     """Send what waited for this commit (a savepoint's release is not the commit)."""
     if session.in_nested_transaction():
         return
+    from redis.exceptions import RedisError
+
     for queue, func, args in session.info.pop(_PENDING, ()):
-        queue.enqueue(func, *args)
+        try:
+            queue.enqueue(func, *args)
+        except RedisError as exc:
+            # The rows are committed, so the work is not lost: the sweeper re-dispatches a
+            # pending run and restarts a stalled run's lanes once Redis answers again. The
+            # client's request succeeded and must not be retried into a second run.
+            log.warning("could not queue %s%r now (%s); the sweeper will", func, args, exc)
 
 
 @event.listens_for(Session, "after_transaction_end")

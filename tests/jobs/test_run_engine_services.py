@@ -603,3 +603,21 @@ def test_the_rate_limit_holds_across_two_workers(app_on_services, keys, session,
     assert run.completed == 60
     # in any 5 s, at most the credential's 20 (+1 for a window's two edges)
     assert max(sum(1 for t in times if s <= t < s + 5) for s in times) <= 21
+
+
+def test_a_run_started_while_redis_is_down_is_accepted_and_dispatched_when_it_returns(
+    app_on_services, keys, session, workers, redis_server
+):
+    client = app_on_services.test_client()
+    workflow, ids = _start(client, keys, 200)
+    redis_server.kill()
+    response = client.post(
+        f"/api/v1/workflows/{workflow['id']}/run", json={"entityIds": ids}, headers=keys.header()
+    )
+    assert response.status_code == 202, response.json  # accepted: the run is stored
+    runs = client.get(f"/api/v1/workflows/{workflow['id']}/runs", headers=keys.header()).json
+    assert [r["id"] for r in runs] == [response.json["runId"]]
+    redis_server.start()
+    workers(1)  # its sweeper re-dispatches the pending run
+    run = _wait(session, response.json["runId"], timeout=60)
+    _assert_exact(session, run, 200)
