@@ -282,8 +282,9 @@ class Lane:
             self.pool.executor.submit(self._walk_on_pool, item)
 
     def _wait_for_room(self) -> None:
+        """Until one of this lane's items finishes (it notifies), or a short while."""
         with self.cond:
-            self.cond.wait(0.05 if self.active else 0.2)
+            self.cond.wait(0.5 if self.active else 0.2)
 
     def _walk_on_pool(self, item: Item) -> None:
         runtime.install(self.rt, thread_only=True)
