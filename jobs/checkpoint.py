@@ -32,6 +32,7 @@ from app import metrics
 from app.ids import now_ms
 from app.models import Entity, JobLog, Run, RunItem, table_of
 from app.redaction import redact
+from app.statuses import TERMINAL, ItemStatus
 from jobs import merge, runtime
 from jobs.bulk import bulk_update
 from jobs.claims import Item
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5  # finished work is saved at least this often
 CANCEL_POLL_SECONDS = 0.25  # how often an idle lane asks whether the run was cancelled
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # between failed writes
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-AWAITING_APPROVAL = "awaiting_approval"
+FINAL_STATUSES: frozenset[str] = frozenset(TERMINAL)
+AWAITING_APPROVAL = ItemStatus.AWAITING_APPROVAL
 
 
 @dataclass
@@ -287,10 +288,10 @@ class Checkpointer:
             if done and self.dry_run is None:
                 self._write_entities(session, done, now)
                 _apply_kv_writes(session, self.workspace_id, self.job_id, done)
-            counts = {status: 0 for status in FINAL_STATUSES}
+            counts: dict[str, int] = {str(status): 0 for status in FINAL_STATUSES}
             for snap in done:
                 counts[snap.status] += 1
-                if snap.status == "failed":
+                if snap.status == ItemStatus.FAILED:
                     session.add(
                         JobLog(
                             job_id=self.job_id,
@@ -339,7 +340,7 @@ class Checkpointer:
                 .where(
                     col(RunItem.run_id) == self.run_id,
                     col(RunItem.claim_token) == self.token,
-                    col(RunItem.status) == "running",
+                    col(RunItem.status) == ItemStatus.RUNNING,
                 )
                 .values(lease_expires_at=lease)
                 .returning(col(RunItem.seq))
@@ -359,7 +360,7 @@ class Checkpointer:
         changed = [
             s
             for s in done
-            if (s.status != "failed" or self.keep_partial_changes)
+            if (s.status != ItemStatus.FAILED or self.keep_partial_changes)
             and (
                 s.item.progress.entity.data != s.item.base
                 or s.item.progress.entity.status != s.item.base_status
@@ -398,9 +399,9 @@ def _merged(newer: Snapshot, older: Snapshot | None) -> Snapshot:
 def _row(snap: Snapshot, token: str, secrets: list[str], now: int, lease: int) -> dict[str, Any]:
     """The run_items columns one snapshot writes."""
     final = snap.final
-    parked = snap.status == "awaiting_approval"
+    parked = snap.status == ItemStatus.AWAITING_APPROVAL
     return {
-        "status": snap.status if final or parked else "running",
+        "status": snap.status if final or parked else ItemStatus.RUNNING,
         "next_step": snap.next_step,
         "step_results": [
             {
@@ -428,7 +429,9 @@ def _open_approvals(session: Session, run_id: str, parked: list[Snapshot]) -> No
     items = []
     for snap in parked:
         gate = snap.records[-1]
-        outputs = {r["stepId"]: r["output"] for r in snap.records if r["status"] == "completed"}
+        outputs = {
+            r["stepId"]: r["output"] for r in snap.records if r["status"] == ItemStatus.COMPLETED
+        }
         entity = snap.item.progress.entity
         items.append(
             {
@@ -459,10 +462,10 @@ def _apply_kv_writes(
     sets: dict[str, Any] = {}
     increments: dict[str, float] = {}
     for snap in done:
-        if snap.status != "completed":
+        if snap.status != ItemStatus.COMPLETED:
             continue
         for record in snap.records:
-            output = record.get("output") if record.get("status") == "completed" else None
+            output = record.get("output") if record.get("status") == ItemStatus.COMPLETED else None
             if not isinstance(output, dict):
                 continue
             sets.update(output.get("kvSet") or {})
@@ -489,7 +492,7 @@ def _redacted(record: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
 def _failed_step(records: list[dict[str, Any]]) -> str | None:
     """The id of the step an item failed at, if any."""
     for record in reversed(records):
-        if record.get("status") == "failed":
+        if record.get("status") == ItemStatus.FAILED:
             return str(record["stepId"])
     return None
 

@@ -49,6 +49,8 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app.models import RunItem
+from app.queue import PROCESS_LANE
+from app.statuses import ItemStatus
 from jobs import runtime
 from jobs.checkpoint import Checkpointer
 from jobs.claims import Claim, Item, claim_items, pinned_info
@@ -111,7 +113,7 @@ def process_lane(run_id: str) -> None:
         if not more:
             break
         try:
-            rt.queue.enqueue("jobs.chunks.process_lane", run_id)
+            rt.queue.enqueue(PROCESS_LANE, run_id)
             return
         except RedisError as exc:  # Redis is down: keep the run moving in this process
             log.warning("run %s: could not re-queue its lane (%s); going on here", run_id, exc)
@@ -265,7 +267,10 @@ class Lane:
             cp.hold(claim.items)
             for item in claim.items:
                 if not item.progress.done:
-                    item.progress.status, item.progress.error = "cancelled", "run cancelled"
+                    item.progress.status, item.progress.error = (
+                        ItemStatus.CANCELLED,
+                        "run cancelled",
+                    )
                 cp.save(item)
 
     def _start(self, claim: Claim) -> None:
@@ -312,7 +317,7 @@ class Lane:
                 if item.lost:
                     return
                 if cp.cancel_requested:
-                    progress.status, progress.error = "cancelled", "run cancelled"
+                    progress.status, progress.error = ItemStatus.CANCELLED, "run cancelled"
                     break
                 step = info.steps[progress.next_step]
                 kind = side_effect_of(step["type"])
@@ -321,7 +326,7 @@ class Lane:
                 if kind is SideEffect.AT_MOST_ONCE and not self._mark_started(item, step):
                     if item.lost:
                         return
-                    progress.status, progress.error = "cancelled", "run cancelled"
+                    progress.status, progress.error = ItemStatus.CANCELLED, "run cancelled"
                     break
                 deadline = None
                 if timeout:  # turns waited for (rate limits) do not count
@@ -333,15 +338,15 @@ class Lane:
                     deadline=deadline,
                     should_stop=should_stop,
                 )
-                if progress.status == "awaiting_approval" and info.dry_run:
+                if progress.status == ItemStatus.AWAITING_APPROVAL and info.dry_run:
                     _pass_gate(progress)  # nobody approves a rehearsal
                 if kind is not SideEffect.NONE and not progress.done:
                     cp.save(item)  # a finished side effect is on record within a second
             if not progress.done:
-                progress.status = "completed"
+                progress.status = ItemStatus.COMPLETED
         except Exception as exc:  # the engine's own failure on this item: fail it alone
             log.exception("run %s: entity %s failed in the engine", self.run_id, item.entity_id)
-            progress.status, progress.error = "failed", f"{type(exc).__name__}: {exc}"
+            progress.status, progress.error = ItemStatus.FAILED, f"{type(exc).__name__}: {exc}"
         if not item.lost:
             cp.save(item)
 
@@ -366,9 +371,9 @@ class Lane:
 def _pass_gate(progress: Any) -> None:
     """In a dry run a review gate is passed as if approved (the record says so)."""
     record = progress.records[-1]
-    record["status"] = "completed"
+    record["status"] = ItemStatus.COMPLETED
     record["output"] = {**(record.get("output") or {}), "decision": "approved", "dryRun": True}
-    progress.status = "running"
+    progress.status = ItemStatus.RUNNING
     progress.next_step += 1
 
 
@@ -398,14 +403,14 @@ def _resume_interrupted(item: Item, info: RunInfo, kind: SideEffect) -> bool:
     records.append(
         {
             **interrupted,
-            "status": "completed",
+            "status": ItemStatus.COMPLETED,
             "output": {"channel": config.get("channel"), "delivered": None},
             "error": "worker stopped during this step; not re-sent (at most once)",
         }
     )
     item.progress.next_step += 1
     if item.progress.next_step >= len(info.steps):
-        item.progress.status = "completed"
+        item.progress.status = ItemStatus.COMPLETED
     return True
 
 

@@ -17,6 +17,7 @@ from sqlmodel import Session, col
 
 from app.ids import now_ms
 from app.models import Entity, EntityType, Run, RunItem, Workflow
+from app.statuses import ItemStatus, RunStatus
 from jobs import runtime
 from steps.base import EntityState
 from steps.pipeline import EntityProgress, RunInfo
@@ -75,7 +76,7 @@ def claim_items(
             .with_for_update()
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
-        if run is None or run.status != "running":
+        if run is None or run.status != RunStatus.RUNNING:
             session.commit()
             return None
         if info is None:
@@ -89,7 +90,7 @@ def claim_items(
             concurrency = int((run.settings or {}).get("concurrency", 1000))
             in_flight = session.scalar(
                 select(func.count()).where(
-                    col(RunItem.run_id) == run_id, col(RunItem.status) == "running"
+                    col(RunItem.run_id) == run_id, col(RunItem.status) == ItemStatus.RUNNING
                 )
             )
             room = min(limit, concurrency - int(in_flight or 0))
@@ -103,7 +104,7 @@ def claim_items(
         # so each picked item is found through the primary key.
         picked = (
             select(col(RunItem.seq))
-            .where(col(RunItem.run_id) == run_id, col(RunItem.status) == "pending")
+            .where(col(RunItem.run_id) == run_id, col(RunItem.status) == ItemStatus.PENDING)
             .order_by(col(RunItem.seq))
             .limit(room)
             .with_for_update(skip_locked=True)
@@ -115,7 +116,7 @@ def claim_items(
             update(RunItem)
             .where(col(RunItem.run_id) == run_id, col(RunItem.seq) == picked.c.seq)
             .values(
-                status="running",
+                status=ItemStatus.RUNNING,
                 claim_token=token,
                 lease_expires_at=now + rt.settings.lease_seconds * 1000,
                 attempts=col(RunItem.attempts) + 1,
@@ -174,7 +175,7 @@ def load_items(session: Session, run_id: str, token: str, rows: list[Any]) -> li
             .join(RunItem, col(RunItem.entity_id) == col(Entity.id))
             .where(
                 col(RunItem.run_id) == run_id,
-                col(RunItem.status) == "running",
+                col(RunItem.status) == ItemStatus.RUNNING,
                 col(RunItem.claim_token) == token,
             )
         )
@@ -195,7 +196,9 @@ def load_items(session: Session, run_id: str, token: str, rows: list[Any]) -> li
             found = entities.get(row.entity_id)
             if found is None:
                 entity = EntityState(row.entity_id, {}, "", 0)
-                progress = EntityProgress(entity, status="failed", error="entity was deleted")
+                progress = EntityProgress(
+                    entity, status=ItemStatus.FAILED, error="entity was deleted"
+                )
                 items.append(Item(row.seq, row.entity_id, progress, {}, "", 0))
                 continue
             entity = EntityState(found.id, found.data, found.status, found.version)
