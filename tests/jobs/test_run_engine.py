@@ -337,3 +337,29 @@ def test_a_catastrophic_regex_finishes_in_a_worker_while_another_workspace_runs_
         assert done["status"] == "completed" and done["progress"]["completed"] == 50
         run = wait_for_run(client, keys, workflow["id"], slow)
     assert run["progress"]["failed"] == 20  # the code does not match: validation fails
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_failed_entity_keeps_its_stored_data_unless_partial_changes_are_kept(client, keys, keep):
+    entity_type = make_entity_type(client, keys)
+    entities = make_entities(client, keys, entity_type["id"], 4)
+    steps = [
+        {"id": "mark", "type": "transform", "config": {"status": "processing"}},
+        {"id": "check", "type": "validate", "config": {"rules": [{"field": "missing", "required": True}]}},
+    ]
+    workflow = make_workflow(
+        client, keys, entity_type["id"], steps, settings={"keepPartialChanges": keep}
+    )
+    response = client.post(
+        f"/api/v1/workflows/{workflow['id']}/run",
+        json={"entityIds": [e["id"] for e in entities]},
+        headers=keys.header(),
+    )
+    run = wait_for_run(client, keys, workflow["id"], response.json["runId"])
+    assert run["progress"]["failed"] == 4
+    for entity in entities:
+        stored = client.get(f"/api/v1/entities/{entity['id']}", headers=keys.header()).json
+        if keep:
+            assert stored["status"] == "processing" and stored["version"] == 2
+        else:  # the default: a failed entity is left as it was
+            assert stored["status"] == "draft" and stored["version"] == 1
