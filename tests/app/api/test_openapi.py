@@ -173,3 +173,51 @@ def test_operation_ids_are_derived_from_blueprint_and_path(
 ) -> None:
     """A new endpoint gets its name without anyone writing it down."""
     assert operation_id(resource, method, path) == expected
+
+
+# Operations anyone may call: the operational endpoints (the docs and the console are not
+# in the document).
+UNAUTHENTICATED = ("/healthz", "/readyz", "/metrics")
+
+
+def test_every_authenticated_operation_documents_401_and_403(spec: dict[str, Any]) -> None:
+    """``require_role`` documents, on each operation, the 401 and 403 it can answer."""
+    missing = []
+    checked = 0
+    for method, path, op in operations(spec):
+        if path in UNAUTHENTICATED:
+            assert "401" not in op["responses"] and op.get("security") == []
+            continue
+        checked += 1
+        for code in ("401", "403"):
+            response = op["responses"].get(code)
+            if response is None:
+                missing.append(f"{method} {path}: no {code}")
+                continue
+            media = _resolve(spec, response)["content"]["application/json"]
+            assert media["schema"] == {"$ref": "#/components/schemas/Error"}, (method, path)
+            example = media["example"]
+            assert set(example) == {"code", "status", "message", "errors"}
+            assert example["code"] == int(code), (method, path)
+    assert missing == []
+    assert checked == len(operations(spec)) - len(UNAUTHENTICATED)
+
+
+def test_documented_403_names_the_role_the_operation_needs(
+    spec: dict[str, Any], client: FlaskClient, keys: Any
+) -> None:
+    op = spec["paths"]["/api/v1/workflows"]["post"]
+    documented = op["responses"]["403"]["content"]["application/json"]["example"]
+    assert documented["message"] == "This needs the 'editor' role; this key is 'executor'."
+    listing = spec["paths"]["/api/v1/workflows"]["get"]["responses"]["403"]
+    assert "'viewer'" in listing["description"]
+    assert "'editor'" in op["responses"]["403"]["description"]
+
+    # What the API answers has the documented shape and wording.
+    answered = client.post("/api/v1/workflows", json={}, headers=keys.header("executor"))
+    assert answered.status_code == 403
+    assert answered.json == documented
+    unauthenticated = client.get("/api/v1/workflows")
+    assert unauthenticated.status_code == 401
+    documented_401 = op["responses"]["401"]["content"]["application/json"]["example"]
+    assert unauthenticated.json == documented_401
