@@ -104,13 +104,31 @@ def require_role(role: str) -> Callable[[F], F]:
             if not caller.has_role(role):
                 abort(403, message=forbidden_message(role, caller.role))
             # The actor context of the audit log: a write's entry is written with its commit.
-            audit.begin_request(caller)
+            audit.begin_request(db_session(), caller, request_facts())
             return view(*args, **kwargs)
 
         documented = flask_smorest.Blueprint.doc(responses=auth_responses(role))(wrapper)
         return documented  # type: ignore[no-any-return]
 
     return decorator
+
+
+def request_facts() -> audit.RequestFacts:
+    """The current request as the audit log needs it (the body's top-level names only, and
+    only for PUT/PATCH, which list the fields they change)."""
+    body_keys: frozenset[str] = frozenset()
+    if request.method in ("PUT", "PATCH"):
+        body = request.get_json(silent=True, cache=True)
+        if isinstance(body, dict):
+            body_keys = frozenset(str(k) for k in body)
+    return audit.RequestFacts(
+        method=request.method,
+        rule=request.url_rule.rule if request.url_rule is not None else None,
+        blueprint=request.blueprint or "",
+        view_args=dict(request.view_args or {}),
+        query=dict(request.args.items()),
+        body_keys=body_keys,
+    )
 
 
 def current_caller() -> Caller:

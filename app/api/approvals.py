@@ -86,6 +86,7 @@ class ApprovalsDecide(MethodView):
         caller = current_caller()
         selection = data.get("filter") or {}
         audit.annotate(
+            db_session(),
             decision=data["decision"],
             **({"runId": selection["run_id"]} if "run_id" in selection else {}),
             **({"stepId": selection["step_id"]} if "step_id" in selection else {}),

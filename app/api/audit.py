@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response, g, request
 from flask.views import MethodView
 from sqlalchemy import select
 from sqlmodel import col
@@ -23,9 +24,21 @@ blp = Blueprint(
     description="The audit log: one entry per write through the API, written in the same "
     "transaction as the write. Entries cannot be changed or deleted.",
 )
-# Successful writes that touched no table (testing a credential) are recorded after the
-# response is built; every other entry rides in its write's own transaction.
-blp.after_app_request(audit.record_unwritten_success)
+
+
+@blp.after_app_request
+def record_unwritten_success(response: Response) -> Response:
+    """Successful writes that touched no table (testing a credential) are recorded after the
+    response is built; every other entry rides in its write's own transaction. A replay of
+    an ``Idempotency-Key`` request did nothing new."""
+    session = g.get("db_session")  # the request's session (app.db), when it opened one
+    if (
+        session is not None
+        and response.status_code < 400
+        and not request.headers.get("Idempotency-Key")
+    ):
+        audit.record_unwritten(session)
+    return response
 
 
 def entry_view(entry: AuditEntry) -> dict[str, Any]:

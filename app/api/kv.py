@@ -130,7 +130,7 @@ class KvByKey(MethodView):
             value=value,
             expected_version=parse_if_match(request.headers.get("If-Match")),
         )
-        audit.annotate(resource_id=f"{namespace}/{key}", version=entry.version)
+        audit.annotate(session, resource_id=f"{namespace}/{key}", version=entry.version)
         session.commit()
         return entry_view(entry), _etag(entry)
 
@@ -148,5 +148,5 @@ class KvByKey(MethodView):
             key=key,
             expected_version=parse_if_match(request.headers.get("If-Match")),
         )
-        audit.annotate(resource_id=f"{namespace}/{key}")
+        audit.annotate(session, resource_id=f"{namespace}/{key}")
         session.commit()

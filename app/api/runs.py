@@ -123,7 +123,7 @@ class WorkflowRun(MethodView):
                 sample=data.get("sample"),
                 commit=False,
             )
-            audit.annotate(total=run.total, dryRun=run.dry_run)
+            audit.annotate(session, total=run.total, dryRun=run.dry_run)
             return {"jobId": run.job_id, "runId": run.id}, 202
 
         body, status, _ = idempotent(

@@ -172,11 +172,12 @@ def signed_in_caller() -> Caller | None:
 
 def _open_audit(caller: Caller, audit: tuple[str, Any, str | None], kwargs: dict[str, Any]) -> None:
     """Give a console write the same audit entry as its API twin (``via: console``)."""
-    from app.services.audit import AuditScope, camelcase
+    from app.db import db_session
+    from app.services.audit import AuditScope, camelcase, open_scope
 
     action, model, id_arg = audit
     details = {camelcase(k): str(v) for k, v in kwargs.items() if k != id_arg}
-    g.audit_scope = AuditScope(
+    scope = AuditScope(
         session=None,
         actor=caller,
         action=action,
@@ -185,6 +186,7 @@ def _open_audit(caller: Caller, audit: tuple[str, Any, str | None], kwargs: dict
         details={**details, "via": "console"},
         model=model,
     )
+    open_scope(db_session(), scope)
 
 
 def require(role: str, audit: tuple[str, Any, str | None] | None = None) -> Callable[[F], F]:

@@ -456,7 +456,7 @@ def decide_approvals(
         decided_by=decided_by,
         outcome=outcome,
     )
-    audit.annotate(decided=outcome.decided)  # the request's audit entry gets the count
+    audit.annotate(session, decided=outcome.decided)  # the request's audit entry gets the count
     session.commit()
     after_commit(session, queue, outcome)
     return outcome.decided

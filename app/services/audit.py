@@ -3,8 +3,10 @@
 One mechanism, no per-endpoint code. :func:`app.auth.require_role` opens an
 :class:`AuditScope` for every POST, PUT, PATCH and DELETE once the caller is known: the
 actor, and an action and resource derived from the route (``/workflows/<workflow_id>``,
-PATCH → ``workflow.updated``; ``…/runs/<run_id>/cancel`` → ``run.cancelled``). Three
-SQLAlchemy session events on the request's session do the rest:
+PATCH → ``workflow.updated``; ``…/runs/<run_id>/cancel`` → ``run.cancelled``). The auth
+layer hands over the request's facts (:class:`RequestFacts`); this module never reads
+Flask's ``request`` or ``g``. The scope lives in the request session's ``info``, and
+SQLAlchemy session events on that session do the rest:
 
 - ``do_orm_execute`` and ``before_flush`` notice the request's writes (ORM objects and
   ``insert``/``update``/``delete`` statements alike) and the ids of resources it creates;
@@ -14,9 +16,9 @@ SQLAlchemy session events on the request's session do the rest:
   (a cancel that then finalizes the run) add nothing;
 - a request that fails before writing (any 4xx) commits no write, so it leaves no entry.
 
-A successful write request that touched no table (testing a credential) is recorded by an
-``after_request`` hook in a transaction of its own — except a replay of an
-``Idempotency-Key`` request, which did nothing. Views may refine the entry with
+A successful write request that touched no table (testing a credential) is recorded by the
+API's ``after_request`` hook (:func:`record_unwritten`) in a transaction of its own — except
+a replay of an ``Idempotency-Key`` request, which did nothing. Views may refine the entry with
 :func:`annotate` (a bulk decision's count); code outside a request may call :func:`record`.
 ``details`` holds names, counts and ids, never a request's values, so never a secret.
 """
@@ -26,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, g, has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.sql.dml import UpdateBase
@@ -57,6 +58,9 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BOOKKEEPING_TABLES = frozenset({"idempotency_records", "job_logs", "trigger_events"})
 # POSTs that store nothing: validate a document, generate an unsaved workflow draft.
 READ_ONLY_SEGMENTS = frozenset({"validate", "generate"})
+# Where a request's session keeps its audit scope and its caller.
+SCOPE_KEY = "audit_scope"
+ACTOR_KEY = "audit_actor"
 
 
 @dataclass(frozen=True)
@@ -136,30 +140,42 @@ def _resource(blueprint: str) -> Resource:
     return Resource(blueprint.removesuffix("s"), None, None)
 
 
-def describe_request(caller: Caller) -> AuditScope | None:
-    """The scope of the current request, or None when it is not a write."""
-    if request.method not in WRITE_METHODS or request.url_rule is None:
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the audit needs to know of a request, handed over by the API layer."""
+
+    method: str
+    rule: str | None  # the matched URL rule (``/api/v1/workflows/<workflow_id>``)
+    blueprint: str
+    view_args: dict[str, Any]
+    query: dict[str, str]  # the query string (first value of each name)
+    body_keys: frozenset[str]  # the JSON body's top-level names (never its values)
+
+
+def describe_request(caller: Caller, facts: RequestFacts) -> AuditScope | None:
+    """The scope of a request, or None when it is not a write."""
+    if facts.method not in WRITE_METHODS or facts.rule is None:
         return None
-    segments = [s for s in request.url_rule.rule.split("/") if s]
+    segments = [s for s in facts.rule.split("/") if s]
     last = segments[-1] if segments else ""
     if last in READ_ONLY_SEGMENTS:
         return None
-    blueprint = request.blueprint or ""
+    blueprint = facts.blueprint
     resource = _resource(blueprint)
-    verb = VERB_OVERRIDES.get((blueprint, request.method))
+    verb = VERB_OVERRIDES.get((blueprint, facts.method))
     if verb is None:
         verb = SEGMENT_VERBS.get(last) if not last.startswith("<") else None
     if verb is None:
-        verb = METHOD_VERBS[request.method]
-    if blueprint == "credentials" and request.method == "PUT" and _body_keys() & {"data"}:
+        verb = METHOD_VERBS[facts.method]
+    if blueprint == "credentials" and facts.method == "PUT" and facts.body_keys & {"data"}:
         verb = "rotated"  # new secret data: the credential's secret was rotated
-    view_args = dict(request.view_args or {})
+    view_args = dict(facts.view_args)
     resource_id = view_args.pop(resource.id_arg, None) if resource.id_arg else None
     details: dict[str, Any] = {camelcase(k): str(v) for k, v in view_args.items()}
-    if request.method in ("PUT", "PATCH") and blueprint != "kv":
-        details["fields"] = sorted(_body_keys())
-    if request.method == "DELETE" and request.args:
-        details["query"] = {k: v for k, v in request.args.items() if k != "cursor"}
+    if facts.method in ("PUT", "PATCH") and blueprint != "kv":
+        details["fields"] = sorted(facts.body_keys)
+    if facts.method == "DELETE" and facts.query:
+        details["query"] = {k: v for k, v in facts.query.items() if k != "cursor"}
     return AuditScope(
         session=None,
         actor=caller,
@@ -171,29 +187,34 @@ def describe_request(caller: Caller) -> AuditScope | None:
     )
 
 
-def _body_keys() -> set[str]:
-    """Top-level field names of the JSON body (names only: values may be secrets)."""
-    body = request.get_json(silent=True, cache=True)
-    return {str(k) for k in body} if isinstance(body, dict) else set()
+def begin_request(session: Session, caller: Caller, facts: RequestFacts) -> None:
+    """Open the audit scope of a request on its ``session`` (called by the auth layer)."""
+    session.info.setdefault(ACTOR_KEY, caller)
+    if SCOPE_KEY not in session.info:
+        session.info[SCOPE_KEY] = describe_request(caller, facts)
 
 
-def begin_request(caller: Caller) -> None:
-    """Open the audit scope of a write request (called by the auth layer)."""
-    if "audit_scope" not in g:
-        g.audit_scope = describe_request(caller)
+def open_scope(session: Session, scope: AuditScope) -> None:
+    """Give ``session`` a scope built by the caller (a console write mirrors its API twin)."""
+    session.info[ACTOR_KEY] = scope.actor
+    session.info[SCOPE_KEY] = scope
 
 
-def current_scope() -> AuditScope | None:
-    """The current request's scope, if it is a write."""
-    if not has_request_context():
-        return None
-    scope: AuditScope | None = g.get("audit_scope")
+def current_scope(session: Session | OrmSession) -> AuditScope | None:
+    """The scope of the request ``session`` serves, if it is a write."""
+    scope: AuditScope | None = session.info.get(SCOPE_KEY)
     return scope
 
 
-def annotate(*, action: str | None = None, resource_id: str | None = None, **details: Any) -> None:
-    """Refine the current request's entry (no-op outside a write request)."""
-    scope = current_scope()
+def annotate(
+    session: Session,
+    *,
+    action: str | None = None,
+    resource_id: str | None = None,
+    **details: Any,
+) -> None:
+    """Refine the entry of the request ``session`` serves (no-op outside a write request)."""
+    scope = current_scope(session)
     if scope is None:
         return
     if action is not None:
@@ -214,9 +235,8 @@ def record(
     actor: Caller | None = None,
 ) -> AuditEntry:
     """Add one entry to ``session``'s transaction; the actor is the request's caller."""
-    if actor is None and has_request_context():
-        scope = current_scope()
-        actor = scope.actor if scope is not None else g.get("caller")
+    if actor is None:
+        actor = session.info.get(ACTOR_KEY)
     ws = workspace_id or (actor.workspace_id if actor is not None else None)
     if ws is None:
         raise ValueError("an audit entry needs a workspace")
@@ -256,9 +276,9 @@ def _entry_of(session: Session, scope: AuditScope) -> None:
 
 
 def _scope_of(session: OrmSession) -> AuditScope | None:
-    """The open scope when ``session`` is the current request's session."""
-    scope = current_scope()
-    if scope is None or scope.recorded or session is not g.get("db_session"):
+    """The open scope of the request ``session`` serves."""
+    scope = current_scope(session)
+    if scope is None or scope.recorded:
         return None
     return scope
 
@@ -341,21 +361,13 @@ def _writes_undone(session: OrmSession) -> None:
         scope.created_count = 0
 
 
-def record_unwritten_success(response: Response) -> Response:
-    """``after_request``: a successful write that touched no table still leaves its entry."""
-    scope = current_scope()
-    if (
-        scope is None
-        or scope.recorded
-        or response.status_code >= 400
-        or request.headers.get("Idempotency-Key")  # a replay did nothing new
-    ):
-        return response
-    from app.db import db_session
-
-    session = db_session()
+def record_unwritten(session: Session) -> None:
+    """After a successful write request (not an ``Idempotency-Key`` replay): one that touched
+    no table still leaves its entry, in a transaction of its own."""
+    scope = current_scope(session)
+    if scope is None or scope.recorded:
+        return
     session.rollback()  # end whatever read transaction the request left open
     _entry_of(session, scope)
     scope.pending = True
     session.commit()
-    return response
