@@ -57,7 +57,9 @@ def auth_responses(role: str) -> dict[str, Any]:
             "No API key, or not a valid one", 401, "Unauthorized", MISSING_KEY
         ),
         "403": _error_response_doc(
-            f"The key's role is below '{role}', the role this operation needs",
+            f"The key's role is below '{role}', the role this operation needs"
+            if below != role
+            else f"'{role}' is the lowest role, so a valid key is not refused here",
             403,
             "Forbidden",
             forbidden_message(role, below),
