@@ -39,6 +39,8 @@ class State:
         self.receiver_latency = receiver_latency
         self.window: collections.deque[float] = collections.deque()
         self.admitted: list[float] = []  # when each admitted request arrived
+        self.first_admitted_wall: float | None = None
+        self.last_admitted_wall: float | None = None
         self.completions: list[float] = []
         self.rate_limited = 0
         self.in_flight = 0
@@ -55,7 +57,7 @@ class State:
             return False
         self.window.append(now)
         self.admitted.append(now)
-        if len(self.admitted) == 1:
+        if self.first_admitted_wall is None:
             self.first_admitted_wall = time.time()
         self.last_admitted_wall = time.time()
         return True
@@ -68,8 +70,8 @@ class State:
             "admitted": len(self.admitted),
             "firstAdmitted": self.admitted[0] if self.admitted else None,
             "lastAdmitted": self.admitted[-1] if self.admitted else None,
-            "firstAdmittedWall": getattr(self, "first_admitted_wall", None),
-            "lastAdmittedWall": getattr(self, "last_admitted_wall", None),
+            "firstAdmittedWall": self.first_admitted_wall,
+            "lastAdmittedWall": self.last_admitted_wall,
             "rateLimited": self.rate_limited,
             "peakInFlight": self.peak_in_flight,
             "deliveries": self.deliveries,
