@@ -9,9 +9,11 @@ between sends; webhook, Slack and provider clients read the server's wish with
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -55,3 +57,58 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _duration_seconds(raw: str) -> float | None:
+    """``"6m0s"``, ``"1.5s"``, ``"20ms"`` (OpenAI's reset format) → seconds."""
+    parts = _DURATION.findall(raw.strip())
+    if not parts:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+
+
+def _reset_seconds(raw: str) -> float | None:
+    """A reset given as a duration (OpenAI), a number of seconds, or a time (Anthropic)."""
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    seconds = _duration_seconds(raw)
+    if seconds is not None:
+        return seconds
+    try:
+        when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def exhausted_hold_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds until a provider's exhausted rate-limit window resets, from the headers of a
+    *successful* reply: OpenAI's ``x-ratelimit-remaining-*``/``x-ratelimit-reset-*`` and
+    Anthropic's ``anthropic-ratelimit-*-remaining``/``-reset``. None while calls remain."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    holds = []
+    for remaining, reset in (
+        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+        ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+        ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
+        ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+    ):
+        left = lowered.get(remaining)
+        if left is None:
+            continue
+        try:
+            exhausted = float(left) <= 0
+        except ValueError:
+            continue
+        if exhausted:
+            seconds = _reset_seconds(lowered.get(reset, ""))
+            if seconds:
+                holds.append(seconds)
+    return max(holds) if holds else None

@@ -452,3 +452,28 @@ def test_without_services_only_the_template_provider_runs():
         run({**OPENAI, "prompt": "x"}, ctx)
     run({"provider": "template", "prompt": "{{ entity.data.title }}!", "outputField": "t"}, ctx)
     assert ctx.entity.data["t"] == "Hat!"
+
+
+def test_an_exhausted_window_in_the_reply_headers_holds_the_next_call(
+    services, sleeps, openai_peer
+):
+    """x-ratelimit-remaining-requests: 0 on a 200: the bucket is held until the reset, for
+    every worker (the limiter's block), so the next call waits instead of meeting a 429."""
+    answer = openai_peer.handle
+
+    def handle(method, path, headers, body):
+        status, reply_headers, payload = answer(method, path, headers, body)
+        if path.endswith("/chat/completions"):
+            reply_headers = {
+                **reply_headers,
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "2s",
+            }
+        return status, reply_headers, payload
+
+    openai_peer.handle = handle
+    run({**OPENAI, "prompt": "hi"}, make_ctx(services=services))
+    assert sleeps == []
+    run({**OPENAI, "prompt": "again"}, make_ctx(services=services))
+    assert 1.0 < sum(sleeps) <= 2.0  # waited out the provider's reset, on the shared limiter
+    assert openai_peer.statuses == {200: 2}

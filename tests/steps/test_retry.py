@@ -64,3 +64,35 @@ def test_retry_after_as_an_http_date():
     assert 3500 < retry_after_seconds({"retry-after": later}) <= 3600
     earlier = email.utils.formatdate(time.time() - 3600, usegmt=True)
     assert retry_after_seconds({"retry-after": earlier}) == 0.0
+
+
+def test_exhausted_windows_are_read_from_openai_and_anthropic_headers():
+    import datetime as dt
+
+    from steps.retry import exhausted_hold_seconds
+
+    assert exhausted_hold_seconds({}) is None
+    assert (
+        exhausted_hold_seconds(
+            {"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "6m0s"}
+        )
+        is None
+    )
+    assert exhausted_hold_seconds(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}
+    ) == pytest.approx(360)
+    assert exhausted_hold_seconds(
+        {
+            "X-RateLimit-Remaining-Requests": "3",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "1.5s",
+        }
+    ) == pytest.approx(1.5)
+    assert exhausted_hold_seconds(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20ms"}
+    ) == pytest.approx(0.02)
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)).isoformat()
+    held = exhausted_hold_seconds(
+        {"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": soon}
+    )
+    assert held is not None and 25 < held <= 30

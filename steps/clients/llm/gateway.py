@@ -246,6 +246,10 @@ class LLMGateway:
                 self.limiter.settle(bucket, limits, extra_tokens=-estimate)
             raise
         if self.limiter is not None:
+            if completion.hold:
+                # The provider's window is used up (x-ratelimit-remaining-* = 0): every
+                # worker holds off until it resets, instead of meeting a 429 there.
+                self.limiter.block(bucket, completion.hold)
             used = completion.input_tokens + completion.output_tokens
             self.limiter.settle(bucket, limits, extra_tokens=used - estimate if used else 0)
         return completion

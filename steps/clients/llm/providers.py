@@ -4,6 +4,7 @@ API, the HTTP call they share (status -> error class), and where a credential's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,7 +12,7 @@ from steps.clients import ResolvedCredential
 from steps.clients.llm.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
 from steps.clients.outbound import OutboundPolicy, OutboundResponse, origin, request, same_origin
 from steps.errors import OutboundTimeout, OutboundUnreachable, StepError
-from steps.retry import retry_after_seconds
+from steps.retry import exhausted_hold_seconds, retry_after_seconds
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -28,6 +29,7 @@ class Completion:
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
+    hold: float | None = None  # the provider said its window is used up for this long
 
 
 class Provider(Protocol):
@@ -84,7 +86,7 @@ def _call(
     headers: dict[str, str],
     body: Any = None,
     timeout: float,
-) -> Any:
+) -> tuple[Any, Mapping[str, str]]:
     """One provider request: transport failures become ``ProviderUnavailable``."""
     try:
         response = request(
@@ -101,7 +103,7 @@ def _call(
         raise ProviderUnavailable(f"{provider}: {exc.message}") from exc
     _check_status(provider, response)
     try:
-        return response.json()
+        return response.json(), response.headers
     except ValueError as exc:
         raise ProviderUnavailable(
             f"{provider} answered {response.status_code} with a body that is not JSON: "
@@ -111,7 +113,7 @@ def _call(
 
 def _check_models(provider: Any, url: str, timeout: float) -> str:
     """List the provider's models at ``url``: the endpoint answers and accepts the key."""
-    reply = _call(
+    reply, _ = _call(
         provider.name, provider.policy, "GET", url, headers=provider.headers, timeout=timeout
     )
     count = len(reply.get("data") or []) if isinstance(reply, dict) else 0
@@ -154,7 +156,7 @@ class OpenAIProvider:
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
-        reply = _call(
+        reply, reply_headers = _call(
             self.name,
             self.policy,
             "POST",
@@ -176,6 +178,7 @@ class OpenAIProvider:
             model=str(reply.get("model") or model),
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or 0),
+            hold=exhausted_hold_seconds(reply_headers),
         )
 
     def check(self, *, timeout: float) -> str:
@@ -226,7 +229,7 @@ class AnthropicProvider:
             body["system"] = system
         if temperature is not None:
             body["temperature"] = min(temperature, 1.0)
-        reply = _call(
+        reply, reply_headers = _call(
             self.name,
             self.policy,
             "POST",
@@ -246,6 +249,7 @@ class AnthropicProvider:
             model=str(reply.get("model") or model),
             input_tokens=int(usage.get("input_tokens") or 0),
             output_tokens=int(usage.get("output_tokens") or 0),
+            hold=exhausted_hold_seconds(reply_headers),
         )
 
     def check(self, *, timeout: float) -> str:
