@@ -17,6 +17,7 @@ from typing import Any
 import jsonpatch
 
 from jobs.claims import Item
+from jobs.step_services import published_event
 from steps.base import LLMClient, StepContext, StepServices
 
 
@@ -43,7 +44,6 @@ class DryRunServices:
 
     def deliver(self, target: dict[str, Any], ctx: StepContext) -> None:
         """The publish delivery that would have gone out (no statusCode: nothing was sent)."""
-        entity = ctx.entity
         self._record(
             ctx,
             {
@@ -51,20 +51,7 @@ class DryRunServices:
                 "url": target["url"],
                 "signed": bool(target.get("credential")),
                 "webhookId": ctx.idempotency_key,
-                "body": {
-                    "type": "entity.published",
-                    "data": {
-                        "entity": {
-                            "id": entity.id,
-                            "data": entity.data,
-                            "status": entity.status,
-                            "version": entity.version,
-                            "publishedVersion": entity.version + 1,
-                        },
-                        "run": {"id": ctx.run.get("id"), "workflowId": ctx.run.get("workflowId")},
-                        "stepId": ctx.step_id,
-                    },
-                },
+                "body": published_event(ctx),
             },
         )
 

@@ -148,21 +148,7 @@ class ChunkServices:
                 raise StepError(f"credential {credential.name!r} has no signing secret")
             url = webhooks.credential_url(credential, url)  # its secret goes only there
             headers = {**(credential.data.get("headers") or {}), **headers}
-        entity = ctx.entity
-        payload = webhooks.event(
-            "entity.published",
-            {
-                "entity": {
-                    "id": entity.id,
-                    "data": entity.data,
-                    "status": entity.status,
-                    "version": entity.version,
-                    "publishedVersion": entity.version + 1,
-                },
-                "run": {"id": ctx.run.get("id"), "workflowId": ctx.run.get("workflowId")},
-                "stepId": ctx.step_id,
-            },
-        )
+        payload = published_event(ctx)
         response = webhooks.deliver(  # one request: settings.retry decides about another
             self.policy,
             url,
@@ -258,6 +244,25 @@ class ChunkServices:
         if credential.type != type_:
             raise StepError(f"credential {name!r} is of type {credential.type!r}, not {type_!r}")
         return credential
+
+
+def published_event(ctx: StepContext) -> dict[str, Any]:
+    """The ``entity.published`` event a ``publish`` delivers (or a dry run shows)."""
+    entity = ctx.entity
+    return webhooks.event(
+        "entity.published",
+        {
+            "entity": {
+                "id": entity.id,
+                "data": entity.data,
+                "status": entity.status,
+                "version": entity.version,
+                "publishedVersion": entity.version + 1,
+            },
+            "run": {"id": ctx.run.get("id"), "workflowId": ctx.run.get("workflowId")},
+            "stepId": ctx.step_id,
+        },
+    )
 
 
 def _remaining(ctx: StepContext | None) -> Callable[[], float]:
