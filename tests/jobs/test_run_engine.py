@@ -345,7 +345,11 @@ def test_a_failed_entity_keeps_its_stored_data_unless_partial_changes_are_kept(c
     entities = make_entities(client, keys, entity_type["id"], 4)
     steps = [
         {"id": "mark", "type": "transform", "config": {"status": "processing"}},
-        {"id": "check", "type": "validate", "config": {"rules": [{"field": "missing", "required": True}]}},
+        {
+            "id": "check",
+            "type": "validate",
+            "config": {"rules": [{"field": "missing", "required": True}]},
+        },
     ]
     workflow = make_workflow(
         client, keys, entity_type["id"], steps, settings={"keepPartialChanges": keep}
