@@ -57,7 +57,7 @@ from app.services.entities import create_entities, create_entity_type  # noqa: E
 from app.services.runs import start_run  # noqa: E402
 from app.services.workflows import create_workflow  # noqa: E402
 from app.services.workspaces import create_workspace  # noqa: E402
-from benchmarks.rate_limit import create_database, drop_database  # noqa: E402
+from benchmarks.rate_limit import ai_step, create_database, drop_database  # noqa: E402
 
 BENCH_DB = "conveyor_bench_io"
 SECRET_KEY = "benchmark-secret-key-0123456789abcdef"  # noqa: S105 (a throwaway database)
@@ -170,20 +170,6 @@ def prepare(
             },
         )
         return workflow.id, ids
-
-
-def ai_step() -> dict[str, Any]:
-    return {
-        "id": "describe",
-        "type": "ai_generate",
-        "config": {
-            "provider": "openai",
-            "model": "gpt-bench",
-            "credential": "bench-llm",
-            "prompt": "Describe {{ entity.data.title }} in one line.",
-            "outputField": "description",
-        },
-    }
 
 
 def publish_step(peers: Peers) -> dict[str, Any]:

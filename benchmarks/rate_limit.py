@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from redis import Redis
@@ -72,6 +73,21 @@ def drop_database(admin_url: str, name: str = BENCH_DB) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def ai_step() -> dict[str, Any]:
+    """The benchmarks' ``ai_generate`` step, on the ``bench-llm`` credential."""
+    return {
+        "id": "describe",
+        "type": "ai_generate",
+        "config": {
+            "provider": "openai",
+            "model": "gpt-bench",
+            "credential": "bench-llm",
+            "prompt": "Describe {{ entity.data.title }} in one line.",
+            "outputField": "description",
+        },
+    }
+
+
 def prepare(url: str, peer: OpenAIPeer, count: int, rpm: int) -> tuple[str, list[str]]:
     """A workspace with the credential, entities and workflow; the workflow id and entity ids."""
     with Session(get_engine(url), expire_on_commit=False) as session:
@@ -108,19 +124,7 @@ def prepare(url: str, peer: OpenAIPeer, count: int, rpm: int) -> tuple[str, list
                 "name": "Describe products",
                 "entity_type_id": entity_type.id,
                 "status": "active",
-                "steps": [
-                    {
-                        "id": "describe",
-                        "type": "ai_generate",
-                        "config": {
-                            "provider": "openai",
-                            "model": "gpt-bench",
-                            "credential": "bench-llm",
-                            "prompt": "Describe {{ entity.data.title }} in one line.",
-                            "outputField": "description",
-                        },
-                    }
-                ],
+                "steps": [ai_step()],
                 "settings": SettingsSchema().load({}),
             },
         )
